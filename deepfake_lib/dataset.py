@@ -1,0 +1,207 @@
+"""DFDC-layout data sets: find parts, parse ``metadata.json``, build the manifest.
+
+A *part* is a folder that directly holds media files or a ``metadata.json`` (DFDC ships 50
+parts, ``dfdc_train_part_0`` .. ``_49``). ``metadata.json`` maps file names to entries::
+
+    {"abc.mp4": {"label": "FAKE", "split": "train", "original": "xyz.mp4"},
+     "xyz.mp4": {"label": "REAL", "split": "train", "original": null}}
+
+A folder without ``metadata.json`` is a set of unlabelled media (label null). Image files
+(jpg, jpeg, png) are single-frame videos, so a folder of photos goes through the same stages.
+
+Nothing here raises on bad data: every oddity (malformed JSON, duplicate keys, unknown labels,
+entries whose file is missing, files the metadata does not list, duplicate video ids) becomes a
+row of :attr:`Manifest.problems` and the manifest keeps every usable video.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections import defaultdict
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from deepfake_lib import storage
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
+LABELS = frozenset({"REAL", "FAKE"})
+METADATA_NAME = "metadata.json"
+
+MANIFEST_SCHEMA = pa.schema([
+    ("video_id", pa.string()),   # the file name, as in DFDC's metadata and submission.csv
+    ("path", pa.string()),       # local path or URI of the file
+    ("part", pa.string()),       # name of the folder that holds it
+    ("label", pa.string()),      # REAL, FAKE, or null when unknown
+    ("original", pa.string()),   # for a FAKE: the video_id of the REAL it was made from
+    ("split", pa.string()),
+    ("exists", pa.bool_()),      # False for metadata entries whose file is missing
+    ("media", pa.string()),      # video or image
+])
+
+PROBLEM_SCHEMA = pa.schema([
+    ("part", pa.string()),
+    ("video_id", pa.string()),
+    ("kind", pa.string()),
+    ("message", pa.string()),
+])
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Every media file found (``table``, :data:`MANIFEST_SCHEMA`) and what looked wrong
+    (``problems``, :data:`PROBLEM_SCHEMA`)."""
+
+    table: pa.Table
+    problems: pa.Table
+
+    def summary(self) -> str:
+        """One paragraph for people: counts by label and problems by kind."""
+        labels = defaultdict(int)
+        for label in self.table.column("label").to_pylist():
+            labels[label or "unlabelled"] += 1
+        parts = len(set(self.table.column("part").to_pylist()))
+        text = f"{self.table.num_rows} videos in {parts} parts (" + ", ".join(
+            f"{n} {k}" for k, n in sorted(labels.items())) + ")"
+        if self.problems.num_rows:
+            kinds = defaultdict(int)
+            for kind in self.problems.column("kind").to_pylist():
+                kinds[kind] += 1
+            text += "; problems: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        return text
+
+
+def media_kind(name: str) -> str | None:
+    """``"video"``, ``"image"`` or None, from the file name's extension."""
+    ext = posixpath.splitext(name)[1].lower()
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    return None
+
+
+def parse_metadata(text: str | bytes) -> tuple[dict[str, dict], list[tuple[str, str, str]]]:
+    """Parse a DFDC ``metadata.json``.
+
+    Returns ``(entries, problems)``: entries map a file name to ``{"label", "split",
+    "original"}`` (label upper-cased, or None when unknown); problems are ``(video_id, kind,
+    message)`` tuples. Malformed JSON gives no entries and one ``malformed_metadata`` problem.
+    """
+    problems: list[tuple[str, str, str]] = []
+
+    def keep_first(pairs: list[tuple[str, object]]) -> dict:
+        out: dict = {}
+        for key, value in pairs:
+            if key in out:
+                problems.append((key, "duplicate_key", f"{key!r} appears more than once; "
+                                 "the first entry is used"))
+            else:
+                out[key] = value
+        return out
+
+    try:
+        raw = json.loads(text, object_pairs_hook=keep_first)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return {}, [("", "malformed_metadata", f"not valid JSON: {exc}")]
+    if not isinstance(raw, dict):
+        return {}, [("", "malformed_metadata", f"expected an object, got {type(raw).__name__}")]
+
+    entries: dict[str, dict] = {}
+    for name, entry in raw.items():
+        if not isinstance(entry, dict):
+            problems.append((name, "bad_entry", f"entry is {type(entry).__name__}, not an object"))
+            entry = {}
+        label = entry.get("label")
+        if isinstance(label, str) and label.upper() in LABELS:
+            label = label.upper()
+        else:
+            problems.append((name, "unknown_label", f"label {label!r} is not REAL or FAKE; "
+                             "treated as unlabelled"))
+            label = None
+        original = entry.get("original")
+        entries[name] = {
+            "label": label,
+            "split": entry.get("split") if isinstance(entry.get("split"), str) else None,
+            "original": original if isinstance(original, str) and label == "FAKE" else None,
+        }
+    return entries, problems
+
+
+def _list_folders(root: str) -> dict[str, dict[str, pafs.FileInfo]]:
+    """Map each folder under ``root`` (itself included) to its direct children by name."""
+    fs, path = storage.resolve(root)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"data location does not exist: {root}")
+    if info.type == pafs.FileType.File:
+        raise NotADirectoryError(f"data location is a file, not a folder: {root}")
+    folders: dict[str, dict[str, pafs.FileInfo]] = defaultdict(dict, {path: {}})
+    for child in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
+        folders[posixpath.dirname(child.path)][posixpath.basename(child.path)] = child
+    return folders
+
+
+def _location(root: str, root_path: str, path: str) -> str:
+    """The user-facing location of ``path`` (found under ``root`` resolved to ``root_path``)."""
+    if not storage.is_uri(root):
+        return path
+    scheme = root.split("://", 1)[0]
+    return f"{scheme}://{path}"
+
+
+def build_manifest(roots: list[str] | str) -> Manifest:
+    """Find every part under ``roots`` (local folders or URIs) and list its media.
+
+    Raises only when a root itself does not exist or is a file; everything inside becomes
+    manifest rows or problems. Rows are sorted by folder, then file name.
+    """
+    if isinstance(roots, str):
+        roots = [roots]
+    rows: list[dict] = []
+    problems: list[dict] = []
+    seen: dict[str, str] = {}
+    for root in roots:
+        fs, root_path = storage.resolve(root)
+        for folder, children in sorted(_list_folders(root).items()):
+            part = posixpath.basename(folder) or folder
+            entries: dict[str, dict] = {}
+            if METADATA_NAME in children and children[METADATA_NAME].type == pafs.FileType.File:
+                with fs.open_input_stream(children[METADATA_NAME].path) as f:
+                    entries, found = parse_metadata(f.read())
+                where = _location(root, root_path, children[METADATA_NAME].path)
+                problems += [{"part": part, "video_id": vid, "kind": kind,
+                              "message": f"{where}: {msg}"} for vid, kind, msg in found]
+            media = {name: info for name, info in children.items() if media_kind(name)}
+            for name in sorted(set(entries) | set(media)):
+                entry = entries.get(name)
+                if entry is None:
+                    entry = {"label": None, "split": None, "original": None}
+                    if METADATA_NAME in children:
+                        problems.append({"part": part, "video_id": name, "kind": "not_in_metadata",
+                                         "message": f"{name} is in {folder} but not in its "
+                                         "metadata.json; treated as unlabelled"})
+                exists = name in media
+                if not exists:
+                    problems.append({"part": part, "video_id": name, "kind": "missing_file",
+                                     "message": f"metadata.json of {folder} lists {name}, "
+                                     "but the file is not there"})
+                if name in seen:
+                    problems.append({"part": part, "video_id": name, "kind": "duplicate_id",
+                                     "message": f"{name} is in both {seen[name]} and {folder}; "
+                                     "the first is used"})
+                    continue
+                seen[name] = folder
+                rows.append({
+                    "video_id": name,
+                    "path": _location(root, root_path, posixpath.join(folder, name)),
+                    "part": part,
+                    "exists": exists,
+                    "media": media_kind(name) or "video",
+                    **entry,
+                })
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    return Manifest(table=table, problems=pa.Table.from_pylist(problems, schema=PROBLEM_SCHEMA))

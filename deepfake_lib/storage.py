@@ -1,0 +1,176 @@
+"""Run directories and input locations on a local disk or S3, through ``pyarrow.fs``.
+
+A location is a string: a local path (relative or absolute) or a URI such as
+``s3://bucket/prefix``. Paths inside a :class:`RunDir` are relative, ``/``-separated.
+
+Writes are atomic: locally a file is written under a temporary name in the same folder and
+renamed; on S3 an object becomes visible only when its upload completes, so one PUT is atomic.
+A retried task that rewrites the same name therefore replaces the file instead of duplicating
+it, and a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import posixpath
+import tempfile
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+def is_uri(location: str) -> bool:
+    """True for ``scheme://...`` locations (S3, GCS, ...), False for local paths."""
+    return "://" in location and not location.startswith("file://")
+
+
+def resolve(location: str) -> tuple[pafs.FileSystem, str]:
+    """Return ``(filesystem, path)`` for a local path or URI.
+
+    Local paths become absolute so that Ray workers started elsewhere agree on them.
+    S3 endpoints can be redirected (MinIO, moto) with the ``AWS_ENDPOINT_URL`` variable.
+    """
+    if is_uri(location):
+        if location.startswith("s3://") and os.environ.get("AWS_ENDPOINT_URL"):
+            fs = pafs.S3FileSystem(
+                endpoint_override=os.environ["AWS_ENDPOINT_URL"],
+                region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            )
+            return fs, location[len("s3://"):].rstrip("/")
+        fs, path = pafs.FileSystem.from_uri(location)
+        return fs, path.rstrip("/")
+    if location.startswith("file://"):
+        location = location[len("file://"):]
+    return pafs.LocalFileSystem(), os.path.abspath(location)
+
+
+def join(location: str, *parts: str) -> str:
+    """Join a location and relative parts with ``/`` (also for local paths)."""
+    if not is_uri(location):
+        return os.path.join(location, *parts)
+    return posixpath.join(location.rstrip("/"), *parts)
+
+
+def exists(location: str) -> bool:
+    fs, path = resolve(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def read_bytes(location: str) -> bytes:
+    fs, path = resolve(location)
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def write_bytes_atomic(location: str, data: bytes) -> None:
+    """Write ``data`` to ``location`` so that readers see the old file or the new, never a part."""
+    fs, path = resolve(location)
+    parent = posixpath.dirname(path) if is_uri(location) else os.path.dirname(path)
+    fs.create_dir(parent, recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            with fs.open_output_stream(tmp) as f:
+                f.write(data)
+            fs.move(tmp, path)
+        finally:
+            if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+                fs.delete_file(tmp)
+    else:
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+
+
+@contextlib.contextmanager
+def local_copy(location: str) -> Iterator[str]:
+    """Yield a local file path for ``location``: the path itself, or a temporary download."""
+    if not is_uri(location):
+        yield location
+        return
+    suffix = posixpath.splitext(location)[1]
+    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+        tmp.write(read_bytes(location))
+        tmp.flush()
+        yield tmp.name
+
+
+class RunDir:
+    """The run directory every stage reads from and writes to (``--out``).
+
+    Picklable (it holds only the location string), so it can be passed to Ray tasks.
+    """
+
+    def __init__(self, location: str):
+        self.location = location if is_uri(location) else os.path.abspath(location)
+
+    def __repr__(self) -> str:
+        return f"RunDir({self.location!r})"
+
+    def __reduce__(self):
+        return (RunDir, (self.location,))
+
+    def uri(self, rel: str = "") -> str:
+        """The full location of ``rel`` inside the run directory."""
+        return join(self.location, rel) if rel else self.location
+
+    def exists(self, rel: str) -> bool:
+        return exists(self.uri(rel))
+
+    def list(self, rel: str, suffix: str = "") -> list[str]:
+        """Names (not paths) of the files directly in folder ``rel`` ending with ``suffix``,
+        sorted; temporary files of writes in progress are left out. Empty if ``rel`` is absent."""
+        fs, path = resolve(self.uri(rel))
+        if fs.get_file_info(path).type != pafs.FileType.Directory:
+            return []
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+        names = (posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.File)
+        return sorted(n for n in names if n.endswith(suffix) and ".tmp-" not in n)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        write_bytes_atomic(self.uri(rel), data)
+
+    def read_bytes(self, rel: str) -> bytes:
+        return read_bytes(self.uri(rel))
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_parquet(self, rel: str, table: pa.Table) -> None:
+        """Write one Parquet file atomically (serialised in memory, then one write)."""
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self.write_bytes(rel, buf.getvalue())
+
+    def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        """Read one Parquet file, or every ``*.parquet`` file of folder ``rel`` in name order.
+
+        Raises ``FileNotFoundError`` when there is nothing to read.
+        """
+        fs, path = resolve(self.uri(rel))
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            return pq.read_table(path, filesystem=fs, columns=columns)
+        names = self.list(rel, ".parquet")
+        if not names:
+            raise FileNotFoundError(f"no Parquet files at {self.uri(rel)}")
+        tables = [pq.read_table(f"{path}/{n}", filesystem=fs, columns=columns) for n in names]
+        return pa.concat_tables(tables, promote_options="default")
+
+    def delete(self, rel: str) -> None:
+        """Delete a file or a folder (recursively); nothing if absent."""
+        fs, path = resolve(self.uri(rel))
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            fs.delete_dir(path)
+        elif info.type == pafs.FileType.File:
+            fs.delete_file(path)

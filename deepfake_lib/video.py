@@ -1,0 +1,228 @@
+"""Reading videos (and photos, as one-frame videos) into RGB frames.
+
+Conventions: frames are ``H x W x 3`` ``uint8`` arrays in **RGB** order, upright (container
+rotation already applied), indexed from 0 in decode order. Times are in seconds.
+
+OpenCV's FFmpeg backend is used: on a 10-s 1080p DFDC clip it decodes all 300 frames as fast
+as PyAV (0.8 s with ``grab``, 1.2 s to RGB, on 2 cores) and its keyframe seek returns the same
+pixels as a sequential decode (checked on every shared test video by the tests).
+
+Every failure to read raises :class:`VideoError`, whose ``kind`` says why: ``missing``,
+``not_a_file``, ``permission``, ``empty``, ``not_video``, ``corrupt`` or ``truncated``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from deepfake_lib.dataset import media_kind
+
+# A gap of more frames than this between two wanted frames is crossed by seeking (to the
+# keyframe before the target, then decoding forward) instead of decoding every frame.
+SEEK_GAP_FRAMES = 48
+
+
+class VideoError(Exception):
+    """A file that cannot be read as a video; ``kind`` names the reason."""
+
+    def __init__(self, path: str, kind: str, reason: str):
+        super().__init__(f"{path}: {kind}: {reason}")
+        self.path = path
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video's container says: frame count, frames per second, upright size in pixels
+    and the rotation (degrees clockwise) applied to decoded frames to make them upright."""
+
+    path: str
+    frame_count: int
+    fps: float
+    width: int
+    height: int
+    rotation: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.frame_count / self.fps if self.fps > 0 else 0.0
+
+
+def _check_file(path: str) -> None:
+    """Raise a typed error for things that are not a readable, non-empty file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise VideoError(path, "missing", "no such file") from None
+    except PermissionError as exc:
+        raise VideoError(path, "permission", str(exc)) from None
+    if not os.path.isfile(path):
+        raise VideoError(path, "not_a_file", "is a directory or special file, not a file")
+    if st.st_size == 0:
+        raise VideoError(path, "empty", "zero bytes")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        kind = "permission" if exc.errno in (errno.EACCES, errno.EPERM) else "corrupt"
+        raise VideoError(path, kind, str(exc)) from None
+    if media_kind(path) == "video" and not _looks_like_video(head):
+        raise VideoError(path, "not_video", "the file does not start like any video container")
+
+
+def _looks_like_video(head: bytes) -> bool:
+    """Magic numbers of the containers DFDC-like sets use (MP4/MOV, Matroska/WebM, AVI)."""
+    return (head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+            or head.startswith(b"\x1a\x45\xdf\xa3") or head.startswith(b"RIFF"))
+
+
+def _mp4_cut_short(path: str) -> bool:
+    """True when the top-level MP4 boxes are well formed but the last one claims to reach past
+    the end of the file: the file was cut short (an interrupted copy or download)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        offset = 0
+        while offset + 8 <= size:
+            f.seek(offset)
+            head = f.read(16)
+            box = struct.unpack(">I", head[:4])[0]
+            if not head[4:8].isalpha():  # not a box type: damaged, not cut short
+                return False
+            if box == 1 and len(head) == 16:
+                box = struct.unpack(">Q", head[8:16])[0]
+            if box == 0:  # the last box runs to the end of the file
+                return False
+            if box < 8:
+                return False
+            offset += box
+        return offset > size
+
+
+def _open(path: str) -> cv2.VideoCapture:
+    _check_file(path)
+    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        if _mp4_cut_short(path):
+            raise VideoError(path, "truncated", "the file ends before its last MP4 box does")
+        raise VideoError(path, "corrupt", "FFmpeg cannot open it (damaged header or unknown codec)")
+    return cap
+
+
+def _read_image(path: str) -> np.ndarray:
+    _check_file(path)
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise VideoError(path, "corrupt", "cannot decode the image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def probe(path: str) -> VideoInfo:
+    """Read the container's properties without decoding frames (a photo: 1 frame at 1 fps)."""
+    if media_kind(path) == "image":
+        h, w = _read_image(path).shape[:2]
+        return VideoInfo(path, 1, 1.0, w, h, 0)
+    cap = _open(path)
+    try:
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+        width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        rotation = int(cap.get(cv2.CAP_PROP_ORIENTATION_META)) % 360
+    finally:
+        cap.release()
+    if count <= 0 or width <= 0 or height <= 0:
+        raise VideoError(path, "corrupt", f"no video frames (count={count}, size={width}x{height})")
+    return VideoInfo(path, count, fps, width, height, rotation)
+
+
+def read_frames(path: str, indices: Iterable[int]) -> dict[int, np.ndarray]:
+    """Decode exactly the frames at ``indices`` (any order, duplicates allowed).
+
+    Returns ``{index: RGB frame}``. Frames between wanted ones are skipped without colour
+    conversion, and long gaps are crossed by seeking, so reading a few frames of a long video
+    costs little more than decoding from the keyframes before them. Raises ``VideoError``
+    (``truncated``) when a wanted frame lies past what the file really holds.
+    """
+    wanted = sorted({int(i) for i in indices})
+    if not wanted:
+        return {}
+    if wanted[0] < 0:
+        raise ValueError(f"frame indices must be >= 0, got {wanted[0]}")
+    if media_kind(path) == "image":
+        if wanted != [0]:
+            raise VideoError(path, "truncated", f"a photo has only frame 0, asked for {wanted}")
+        return {0: _read_image(path)}
+    cap = _open(path)
+    frames: dict[int, np.ndarray] = {}
+    position = 0  # index of the frame the next grab() returns
+    try:
+        for index in wanted:
+            if index - position > SEEK_GAP_FRAMES:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+                # where the seek really landed: short of the target in a file cut short
+                landed = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
+                if landed > index:
+                    raise VideoError(path, "corrupt", f"seeking to frame {index} overshot to {landed}")
+                position = landed
+            while position <= index:
+                if not cap.grab():
+                    raise VideoError(path, "truncated",
+                                     f"decoding stopped at frame {position}, before frame {index}")
+                position += 1
+            ok, bgr = cap.retrieve()
+            if not ok:
+                raise VideoError(path, "corrupt", f"frame {index} could not be decoded")
+            frames[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    finally:
+        cap.release()
+    return frames
+
+
+def iter_frames(path: str) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, RGB frame)`` for every frame, in order (a photo yields one)."""
+    if media_kind(path) == "image":
+        yield 0, _read_image(path)
+        return
+    cap = _open(path)
+    try:
+        index = 0
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            index += 1
+    finally:
+        cap.release()
+    if index == 0:
+        raise VideoError(path, "corrupt", "no frame could be decoded")
+
+
+def frame_indices_every(info: VideoInfo, every_s: float, start_s: float = 0.0,
+                        limit: int | None = None) -> list[int]:
+    """Indices of one frame every ``every_s`` seconds from ``start_s``, inside the video."""
+    if every_s <= 0:
+        raise ValueError("every_s must be > 0")
+    fps = info.fps if info.fps > 0 else 25.0
+    out: list[int] = []
+    t = start_s
+    while True:
+        index = int(round(t * fps))
+        if index >= info.frame_count or (limit is not None and len(out) >= limit):
+            return out
+        if not out or index != out[-1]:
+            out.append(index)
+        t += every_s
+
+
+def read_every(path: str, every_s: float, limit: int | None = None) -> dict[int, np.ndarray]:
+    """Read one frame every ``every_s`` seconds (at most ``limit`` frames)."""
+    return read_frames(path, frame_indices_every(probe(path), every_s, limit=limit))

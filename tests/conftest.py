@@ -1,0 +1,80 @@
+"""Shared fixtures: the real data in ../shared/data, a corpus of bad inputs, one Ray instance."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deepfake_lib.sample import SHARED_DATA_ENV, shared_data_dir
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing pretrained file fails at once
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not (path / "videos").is_dir():
+        if os.environ.get("CI"):
+            raise RuntimeError(f"shared test data not found at {path} (set {SHARED_DATA_ENV})")
+        pytest.skip(f"shared test data not found at {path} (set {SHARED_DATA_ENV})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_videos(shared_data) -> list[Path]:
+    return sorted((shared_data / "videos").glob("*/*.mp4"))
+
+
+def make_bad_inputs(folder: Path, good_video: Path) -> dict[str, str]:
+    """Write a corpus of bad inputs into ``folder``; return ``{file name: expected error kind}``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = good_video.read_bytes()
+    (folder / "zero_bytes.mp4").write_bytes(b"")
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (folder / "text.mp4").write_text("this is not a video, just text with a video's name\n")
+    (folder / "random_bytes.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096))
+    (folder / "directory.mp4").mkdir(exist_ok=True)
+    (folder / "not_an_image.jpg").write_text("no JPEG here")
+    return {"zero_bytes.mp4": "empty", "truncated.mp4": "truncated", "text.mp4": "not_video",
+            "random_bytes.mp4": "corrupt", "directory.mp4": "not_a_file",
+            "not_an_image.jpg": "corrupt"}
+
+
+@pytest.fixture
+def bad_inputs(tmp_path, shared_data) -> tuple[Path, dict[str, str]]:
+    folder = tmp_path / "bad"
+    return folder, make_bad_inputs(folder, shared_data / "videos" / "ffpp" / "004.mp4")
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    """The built-in sample, written once per test session."""
+    from deepfake_lib.sample import write_sample
+
+    root = tmp_path_factory.mktemp("sample")
+    write_sample(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session (each start costs seconds)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
+    yield ray
+    ray.shutdown()
+
+
+def copy_videos(src: Path, dst: Path, names: list[str] | None = None) -> Path:
+    """Copy some videos (and metadata.json) of a shared folder into a writable place."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in sorted(src.iterdir()):
+        if names is None or path.name in names or path.name == "metadata.json":
+            shutil.copy(path, dst / path.name)
+    return dst

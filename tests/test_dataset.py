@@ -1,0 +1,110 @@
+import json
+import shutil
+
+import pytest
+
+from deepfake_lib.dataset import build_manifest, parse_metadata
+
+
+def _kinds(manifest):
+    return sorted(manifest.problems.column("kind").to_pylist())
+
+
+def test_full_dfdc_sample_metadata(tmp_path, shared_data):
+    part = tmp_path / "train_sample_videos"
+    part.mkdir()
+    shutil.copy(shared_data / "dfdc" / "train_sample_videos_metadata.json", part / "metadata.json")
+    m = build_manifest(str(tmp_path))
+    rows = m.table.to_pylist()
+    assert len(rows) == 400
+    assert sum(r["label"] == "FAKE" for r in rows) == 323
+    assert sum(r["label"] == "REAL" for r in rows) == 77
+    ids = {r["video_id"] for r in rows}
+    assert sum(r["label"] == "FAKE" and r["original"] in ids for r in rows) == 58
+    assert all(r["original"] is None for r in rows if r["label"] == "REAL")
+    # no video file is present: every entry is reported missing, none is dropped
+    assert not any(r["exists"] for r in rows)
+    assert _kinds(m) == ["missing_file"] * 400
+    assert "400 videos in 1 parts (323 FAKE, 77 REAL)" in m.summary()
+
+
+def test_shared_video_folders(shared_data):
+    m = build_manifest(str(shared_data / "videos"))
+    rows = {r["video_id"]: r for r in m.table.to_pylist()}
+    assert len(rows) == 11
+    assert {r["part"] for r in rows.values()} == {"clips", "dfdc", "ffpp"}
+    assert rows["519_515.mp4"]["label"] == "FAKE" and rows["519_515.mp4"]["original"] == "519.mp4"
+    # a DFDC fake whose original is absent stays usable
+    assert rows["brtujopkby.mp4"]["label"] == "FAKE" and rows["brtujopkby.mp4"]["exists"]
+    assert rows["brtujopkby.mp4"]["original"] == "gnmmhlbzge.mp4"
+    assert rows["news_anchor.mp4"]["label"] is None  # clips/ has no metadata.json
+    assert all(r["exists"] and r["media"] == "video" for r in rows.values())
+    assert m.problems.num_rows == 0
+
+
+def test_folder_of_photos_is_a_part_of_one_frame_videos(shared_data):
+    m = build_manifest(str(shared_data / "faces" / "soccer"))
+    assert m.table.num_rows == 129
+    assert set(m.table.column("media").to_pylist()) == {"image"}
+    assert set(m.table.column("label").to_pylist()) == {None}
+
+
+def test_several_roots(shared_data):
+    m = build_manifest([str(shared_data / "videos" / "ffpp"), str(shared_data / "videos" / "dfdc")])
+    assert m.table.num_rows == 8
+
+
+def test_bad_metadata_is_reported_and_loses_no_video(tmp_path):
+    part = tmp_path / "part_1"
+    part.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4", "extra.mp4"):
+        (part / name).write_bytes(b"x")
+    (part / "metadata.json").write_text(
+        '{"a.mp4": {"label": "REAL", "split": "train", "original": null},'
+        ' "a.mp4": {"label": "FAKE", "split": "train", "original": "z.mp4"},'
+        ' "b.mp4": {"label": "fake", "original": "a.mp4"},'
+        ' "c.mp4": {"label": "MAYBE"},'
+        ' "gone.mp4": {"label": "REAL"}}')
+    broken = tmp_path / "part_2"
+    broken.mkdir()
+    (broken / "d.mp4").write_bytes(b"x")
+    (broken / "metadata.json").write_text('{"d.mp4": {"label": "REAL"')
+    m = build_manifest(str(tmp_path))
+    rows = {r["video_id"]: r for r in m.table.to_pylist()}
+    assert sorted(rows) == ["a.mp4", "b.mp4", "c.mp4", "d.mp4", "extra.mp4", "gone.mp4"]
+    assert rows["a.mp4"]["label"] == "REAL"  # the first of the duplicate keys
+    assert rows["b.mp4"]["label"] == "FAKE" and rows["b.mp4"]["original"] == "a.mp4"
+    assert rows["c.mp4"]["label"] is None
+    assert rows["d.mp4"]["label"] is None
+    assert rows["gone.mp4"]["exists"] is False
+    assert _kinds(m) == ["duplicate_key", "malformed_metadata", "missing_file",
+                         "not_in_metadata", "not_in_metadata", "unknown_label"]
+    messages = " ".join(m.problems.column("message").to_pylist())
+    assert "not valid JSON" in messages and "gone.mp4" in messages
+
+
+def test_duplicate_video_ids_across_parts_keep_the_first(tmp_path):
+    for part in ("p1", "p2"):
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "same.mp4").write_bytes(b"x")
+    m = build_manifest(str(tmp_path))
+    assert m.table.column("part").to_pylist() == ["p1"]
+    assert _kinds(m) == ["duplicate_id"]
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "null", "\xff\xfe"])
+def test_metadata_that_is_not_an_object(text):
+    entries, problems = parse_metadata(text.encode("latin1"))
+    assert entries == {} and problems[0][1] == "malformed_metadata"
+
+
+def test_missing_root_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_manifest(str(tmp_path / "nowhere"))
+
+
+def test_metadata_round_trip_matches_json():
+    meta = {"x.mp4": {"label": "FAKE", "split": "train", "original": "y.mp4"},
+            "y.mp4": {"label": "REAL", "split": "train", "original": None}}
+    entries, problems = parse_metadata(json.dumps(meta))
+    assert problems == [] and entries == meta

@@ -1,0 +1,35 @@
+import numpy as np
+
+from deepfake_lib import faces, video
+from deepfake_lib.dataset import build_manifest
+
+
+def test_sample_is_a_dfdc_part_with_linked_fakes(sample_dir):
+    m = build_manifest(str(sample_dir))
+    rows = m.table.to_pylist()
+    assert m.problems.num_rows == 0
+    reals = {r["video_id"] for r in rows if r["label"] == "REAL"}
+    fakes = [r for r in rows if r["label"] == "FAKE"]
+    assert len(reals) == 8 and len(fakes) == 8
+    assert all(f["original"] in reals for f in fakes)
+    info = video.probe(rows[0]["path"])
+    assert (info.frame_count, info.width, info.height) == (48, 320, 240)
+
+
+def test_fake_differs_from_its_original_only_in_the_face_and_shows_the_donor(sample_dir):
+    part = sample_dir / "sample_part_0"
+    detector = faces.DlibDetector("hog")
+    real = video.read_frames(str(part / "astronaut_1.mp4"), [20])[20]
+    fake = video.read_frames(str(part / "astronaut_1_as_grace_hopper.mp4"), [20])[20]
+    donor = video.read_frames(str(part / "grace_hopper_0.mp4"), [20])[20]
+
+    box = detector.detect(real)[0].box
+    top, right, bottom, left = faces.expand_box(box, 0.2, *real.shape[:2])
+    changed = np.abs(real.astype(int) - fake.astype(int)).max(axis=2) > 25
+    inside = changed[top:bottom, left:right].sum()
+    assert changed.sum() > 500  # the face really changed
+    assert inside / changed.sum() > 0.9  # and little else did
+
+    enc = {name: faces.encode_faces(img, [detector.detect(img)[0].box])[0]
+           for name, img in (("real", real), ("fake", fake), ("donor", donor))}
+    assert np.linalg.norm(enc["fake"] - enc["donor"]) < np.linalg.norm(enc["fake"] - enc["real"])

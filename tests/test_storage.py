@@ -1,0 +1,85 @@
+import os
+
+import pyarrow as pa
+import pytest
+
+from deepfake_lib import storage
+from deepfake_lib.storage import RunDir
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3 API on loopback (moto's server), with one bucket."""
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="runs")
+    yield endpoint
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _exercise(run: RunDir) -> None:
+    table = pa.table({"video_id": ["a.mp4", "b.mp4"], "n": [1, 2]})
+    assert not run.exists("encodings/batch-0.parquet")
+    run.write_parquet("encodings/batch-0.parquet", table)
+    run.write_parquet("encodings/batch-1.parquet", pa.table({"video_id": ["c.mp4"], "n": [3]}))
+    run.write_json("summary.json", {"videos": 3})
+    assert run.exists("encodings/batch-0.parquet")
+    assert run.list("encodings", ".parquet") == ["batch-0.parquet", "batch-1.parquet"]
+    assert run.read_parquet("encodings/batch-0.parquet").equals(table)
+    both = run.read_parquet("encodings")
+    assert both.column("video_id").to_pylist() == ["a.mp4", "b.mp4", "c.mp4"]
+    assert run.read_json("summary.json") == {"videos": 3}
+    # rewriting a name replaces it: a retried task cannot duplicate rows
+    run.write_parquet("encodings/batch-0.parquet", table.slice(0, 1))
+    assert run.read_parquet("encodings").num_rows == 2
+    run.delete("encodings")
+    assert run.list("encodings") == []
+    with pytest.raises(FileNotFoundError):
+        run.read_parquet("encodings")
+
+
+def test_local_run_dir(tmp_path):
+    _exercise(RunDir(str(tmp_path / "run")))
+
+
+def test_s3_run_dir(s3_endpoint):
+    _exercise(RunDir("s3://runs/test-run"))
+
+
+def test_failed_local_write_leaves_no_temporary_file(tmp_path):
+    run = RunDir(str(tmp_path))
+    (tmp_path / "x.bin").mkdir()
+    (tmp_path / "x.bin" / "keep").write_bytes(b"old")
+    with pytest.raises(OSError):
+        run.write_bytes("x.bin", b"new")  # the final rename fails: a folder is in the way
+    assert sorted(os.listdir(tmp_path)) == ["x.bin"]
+    assert (tmp_path / "x.bin" / "keep").read_bytes() == b"old"
+
+
+def test_list_hides_files_being_written(tmp_path):
+    run = RunDir(str(tmp_path))
+    run.write_bytes("d/a.parquet", b"1")
+    (tmp_path / "d" / "b.parquet.tmp-123").write_bytes(b"partial")
+    assert run.list("d", ".parquet") == ["a.parquet"]
+
+
+def test_local_copy_of_s3_object(s3_endpoint):
+    storage.write_bytes_atomic("s3://runs/v/clip.mp4", b"video bytes")
+    with storage.local_copy("s3://runs/v/clip.mp4") as path:
+        assert path.endswith(".mp4")
+        assert open(path, "rb").read() == b"video bytes"
+    assert not os.path.exists(path)
