@@ -1,0 +1,323 @@
+"""The encode stage: sample frames, find faces, compute 128-d encodings, over Ray tasks.
+
+For each selected video (REAL and unlabelled ones by default; all with ``all_videos``) the
+first frame with a face is found by trying ``tries`` frames ``try_every_s`` seconds apart,
+and every face in it is encoded. Videos are grouped into deterministic batches; one Ray task
+handles one batch and writes, atomically and under the batch's name::
+
+    RUN/errors/<batch>.parquet      one row per video that failed or had no face
+    RUN/videos/<batch>.parquet      one row per video: properties, status, faces, seconds
+    RUN/encodings/<batch>.parquet   one row per face (written last: it marks the batch done)
+
+so a rerun skips finished batches and a retried task overwrites its own files. The driver
+holds the manifest (a compact Arrow table) and a bounded number of task references, never the
+encodings. At the end ``RUN/manifest.parquet`` joins the manifest with the video properties.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from deepfake_lib import faces, storage, video
+from deepfake_lib.dataset import build_manifest
+from deepfake_lib.progress import Progress, format_seconds
+from deepfake_lib.storage import RunDir
+
+ENCODING_SCHEMA = pa.schema([
+    ("video_id", pa.string()),
+    ("part", pa.string()),
+    ("label", pa.string()),
+    ("original", pa.string()),
+    ("frame_index", pa.int32()),
+    ("face_index", pa.int16()),      # 0 = largest face in the frame
+    ("top", pa.int32()),             # box in pixels of the original (upright) frame
+    ("right", pa.int32()),
+    ("bottom", pa.int32()),
+    ("left", pa.int32()),
+    ("det_score", pa.float32()),
+    ("encoding", pa.list_(pa.float32(), 128)),
+    ("thumb", pa.binary()),          # JPEG of the face with a margin, thumb_px square
+])
+
+ERROR_SCHEMA = pa.schema([
+    ("video_id", pa.string()),
+    ("stage", pa.string()),
+    ("kind", pa.string()),           # no_face, or a video.VideoError kind, or "error"
+    ("message", pa.string()),
+])
+
+VIDEO_SCHEMA = pa.schema([
+    ("video_id", pa.string()),
+    ("frame_count", pa.int32()),
+    ("fps", pa.float32()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("rotation", pa.int16()),
+    ("status", pa.string()),         # ok, no_face, error
+    ("n_faces", pa.int16()),
+    ("frames_tried", pa.int16()),
+    ("seconds", pa.float32()),       # wall time for this video in its task
+])
+
+FOLDERS = ("errors", "videos", "encodings")
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Settings of the encode stage (the job's flags)."""
+
+    data: tuple[str, ...]
+    out: str
+    all_videos: bool = False
+    detector: str = "auto"
+    tries: int = 3
+    try_every_s: float = 2.0
+    num_jitters: int = 1
+    thumb_px: int = 96
+    batch_size: int = 8
+    cpus_per_task: float = 1.0
+    max_in_flight: int | None = None  # default: twice the cluster's CPUs
+    retries: int = 3
+    overwrite: bool = False
+    progress_every_s: float = 10.0
+    # Fault injection for tests: the first task to start, if this file does not exist yet,
+    # creates it and kills its worker process after its first video.
+    crash_once_marker: str | None = None
+
+
+@dataclass
+class EncodeSummary:
+    out: str
+    videos: int = 0
+    encoded: int = 0
+    faces: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    batches_skipped: int = 0
+    seconds: float = 0.0
+    problems: int = 0
+
+    def text(self) -> str:
+        rate = self.videos / self.seconds if self.seconds else 0.0
+        errors = ", ".join(f"{n} {k}" for k, n in sorted(self.errors.items())) or "none"
+        return (f"encode: {self.videos} videos, {self.encoded} with faces, {self.faces} faces; "
+                f"errors: {errors}; {self.batches} batches ({self.batches_skipped} already done); "
+                f"{format_seconds(self.seconds)} ({rate:.2f} videos/s); "
+                f"manifest problems: {self.problems}; output in {self.out}")
+
+
+def batch_name(index: int, video_ids: list[str]) -> str:
+    """Deterministic name of a batch: its position and a digest of its videos."""
+    digest = hashlib.sha1("\n".join(video_ids).encode()).hexdigest()[:10]
+    return f"{index:06d}-{digest}"
+
+
+def plan_batches(manifest: pa.Table, config: EncodeConfig) -> list[tuple[str, pa.Table]]:
+    """The videos to encode, sorted by (part, video_id), cut into named batches."""
+    if not config.all_videos:
+        label = manifest.column("label")
+        manifest = manifest.filter(pc.or_kleene(pc.is_null(label), pc.equal(label, "REAL")))
+    manifest = manifest.sort_by([("part", "ascending"), ("video_id", "ascending")])
+    batches = []
+    for i, start in enumerate(range(0, manifest.num_rows, config.batch_size)):
+        rows = manifest.slice(start, config.batch_size)
+        batches.append((batch_name(i, rows.column("video_id").to_pylist()), rows))
+    return batches
+
+
+def _empty(schema: pa.Schema) -> dict[str, list]:
+    return {name: [] for name in schema.names}
+
+
+def encode_video(row: dict, detector: faces.FaceDetector, config: EncodeConfig
+                 ) -> tuple[dict, list[dict], dict | None]:
+    """Encode the faces of one video (a manifest row).
+
+    Returns ``(video row, face rows, error row or None)``; never raises for a bad video.
+    """
+    start = time.perf_counter()
+    vid = row["video_id"]
+    info_row = {"video_id": vid, "status": "error", "n_faces": 0, "frames_tried": 0}
+    face_rows: list[dict] = []
+    error = None
+    try:
+        with storage.local_copy(row["path"]) as path:
+            info = video.probe(path)
+            info_row.update(frame_count=info.frame_count, fps=info.fps, width=info.width,
+                            height=info.height, rotation=info.rotation)
+            for index in video.frame_indices_every(info, config.try_every_s, limit=config.tries):
+                frame = video.read_frames(path, [index])[index]
+                info_row["frames_tried"] += 1
+                found = detector.detect(frame)
+                if not found:
+                    continue
+                boxes = [d.box for d in found]
+                encodings = faces.encode_faces(frame, boxes, config.num_jitters)
+                for k, (det, enc) in enumerate(zip(found, encodings)):
+                    top, right, bottom, left = det.box
+                    thumb = faces.crop_face(frame, det.box, margin=0.2, size=config.thumb_px)
+                    face_rows.append({
+                        "video_id": vid, "part": row["part"], "label": row["label"],
+                        "original": row["original"], "frame_index": index, "face_index": k,
+                        "top": top, "right": right, "bottom": bottom, "left": left,
+                        "det_score": det.score, "encoding": enc.tolist(),
+                        "thumb": faces.encode_jpeg(thumb),
+                    })
+                break
+        if face_rows:
+            info_row.update(status="ok", n_faces=len(face_rows))
+        else:
+            info_row["status"] = "no_face"
+            error = {"kind": "no_face", "message": f"no face in {info_row['frames_tried']} frames "
+                     f"{config.try_every_s:g} s apart (detector {detector.name})"}
+    except video.VideoError as exc:
+        error = {"kind": exc.kind, "message": str(exc)}
+    except FileNotFoundError as exc:
+        error = {"kind": "missing", "message": f"{row['path']}: {exc}"}
+    except Exception as exc:  # noqa: BLE001 - one video's failure must not end the batch
+        error = {"kind": "error", "message": f"{type(exc).__name__}: {exc}"}
+    if error is not None:
+        error = {"video_id": vid, "stage": "encode", **error}
+    info_row["seconds"] = time.perf_counter() - start
+    return info_row, face_rows, error
+
+
+def encode_batch(run: RunDir, name: str, rows: pa.Table, config: EncodeConfig) -> dict:
+    """Encode one batch and write its three files; returns small counts for progress."""
+    detector = faces.get_detector(config.detector)
+    infos, encodings, errors = _empty(VIDEO_SCHEMA), _empty(ENCODING_SCHEMA), _empty(ERROR_SCHEMA)
+    for i, row in enumerate(rows.to_pylist()):
+        info_row, face_rows, error = encode_video(row, detector, config)
+        for key in infos:
+            infos[key].append(info_row.get(key))
+        for face_row in face_rows:
+            for key in encodings:
+                encodings[key].append(face_row[key])
+        if error:
+            for key in errors:
+                errors[key].append(error[key])
+        if i == 0 and config.crash_once_marker and not os.path.exists(config.crash_once_marker):
+            open(config.crash_once_marker, "w").close()
+            os._exit(1)
+    run.write_parquet(f"errors/{name}.parquet", pa.table(errors, schema=ERROR_SCHEMA))
+    run.write_parquet(f"videos/{name}.parquet", pa.table(infos, schema=VIDEO_SCHEMA))
+    run.write_parquet(f"encodings/{name}.parquet", pa.table(encodings, schema=ENCODING_SCHEMA))
+    return {"videos": rows.num_rows, "faces": len(encodings["video_id"]),
+            "errors": len(errors["video_id"])}
+
+
+def _record_failed_batch(run: RunDir, name: str, rows: pa.Table, exc: Exception) -> dict:
+    """A batch whose task failed on every retry: one error row per video. No encodings file
+    is written, so the next run tries the batch again."""
+    message = f"task failed after retries: {type(exc).__name__}: {str(exc)[:500]}"
+    ids = rows.column("video_id").to_pylist()
+    run.write_parquet(f"errors/{name}.parquet", pa.table(
+        {"video_id": ids, "stage": ["encode"] * len(ids), "kind": ["task_failed"] * len(ids),
+         "message": [message] * len(ids)}, schema=ERROR_SCHEMA))
+    infos = _empty(VIDEO_SCHEMA)
+    infos.update(video_id=ids, status=["error"] * len(ids))
+    run.write_parquet(f"videos/{name}.parquet", pa.table(
+        {k: v if v else [None] * len(ids) for k, v in infos.items()}, schema=VIDEO_SCHEMA))
+    return {"videos": len(ids), "faces": 0, "errors": len(ids)}
+
+
+def _check_run_dir(run: RunDir, names: set[str], overwrite: bool) -> set[str]:
+    """Batches already done; refuses a run directory written from other inputs or settings."""
+    if overwrite:
+        for folder in FOLDERS:
+            run.delete(folder)
+        return set()
+    done = {n.removesuffix(".parquet") for n in run.list("encodings", ".parquet")}
+    stale = done - names
+    if stale:
+        raise ValueError(
+            f"{run.uri('encodings')} holds {len(stale)} batches that this run would not write "
+            f"(e.g. {sorted(stale)[0]}): it was made from other inputs or another --batch-size. "
+            "Use a new --out, the same inputs and settings, or --overwrite.")
+    return done
+
+
+def _write_manifest(run: RunDir, manifest: pa.Table) -> None:
+    """``manifest.parquet``: every input video, joined with the properties found by the tasks
+    (null for videos that were not encoded, e.g. fakes without ``all_videos``)."""
+    try:
+        props = run.read_parquet("videos")
+    except FileNotFoundError:
+        props = pa.table(_empty(VIDEO_SCHEMA), schema=VIDEO_SCHEMA)
+    table = manifest.join(props, "video_id", join_type="left outer")
+    run.write_parquet("manifest.parquet", table.sort_by([("part", "ascending"),
+                                                         ("video_id", "ascending")]))
+
+
+def _summarise(run: RunDir, summary: EncodeSummary) -> EncodeSummary:
+    props = run.read_parquet("videos", columns=["status"]) if run.list("videos") else None
+    if props is not None:
+        statuses = Counter(props.column("status").to_pylist())
+        summary.videos = props.num_rows
+        summary.encoded = statuses.get("ok", 0)
+    if run.list("errors"):
+        summary.errors = dict(Counter(run.read_parquet("errors", ["kind"]).column("kind").to_pylist()))
+    if run.list("encodings"):
+        summary.faces = run.read_parquet("encodings", ["video_id"]).num_rows
+    return summary
+
+
+def run_encode(config: EncodeConfig) -> EncodeSummary:
+    """Run the encode stage on the Ray cluster this process is connected to (or a local one).
+
+    Raises ``ValueError`` only when nothing can be done (no input video) or the run directory
+    was written by a different plan; every per-video problem becomes an error row.
+    """
+    import ray  # noqa: PLC0415
+
+    from deepfake_lib.runtime import cluster_cpus, init_ray  # noqa: PLC0415
+
+    init_ray()
+    start = time.monotonic()
+    run = RunDir(config.out)
+    manifest = build_manifest(list(config.data))
+    if manifest.problems.num_rows:
+        run.write_parquet("manifest_problems.parquet", manifest.problems)
+    batches = plan_batches(manifest.table, config)
+    if not batches:
+        raise ValueError(f"no video to encode under {', '.join(config.data)} "
+                         f"({manifest.summary()})")
+    done = _check_run_dir(run, {name for name, _ in batches}, config.overwrite)
+    todo = [(name, rows) for name, rows in batches if name not in done]
+
+    task = ray.remote(encode_batch).options(
+        num_cpus=config.cpus_per_task, max_retries=config.retries, retry_exceptions=True)
+    max_in_flight = config.max_in_flight or 2 * cluster_cpus()
+    progress = Progress("encode", sum(rows.num_rows for _, rows in todo),
+                        every_s=config.progress_every_s)
+    pending: dict = {}  # task reference -> (batch name, rows)
+    queue = iter(todo)
+    while True:
+        while len(pending) < max_in_flight and (item := next(queue, None)) is not None:
+            pending[task.remote(run, item[0], item[1], config)] = item
+        if not pending:
+            break
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        name, rows = pending.pop(ref)
+        try:
+            counts = ray.get(ref)
+        except (ray.exceptions.RayError, OSError) as exc:
+            counts = _record_failed_batch(run, name, rows, exc)
+        progress.update(counts["videos"], faces=counts["faces"], errors=counts["errors"])
+    progress.close()
+
+    _write_manifest(run, manifest.table)
+    summary = _summarise(run, EncodeSummary(
+        out=run.location, batches=len(batches), batches_skipped=len(done),
+        problems=manifest.problems.num_rows))
+    summary.seconds = time.monotonic() - start
+    run.write_json("encode.json", {"config": asdict(config), "summary": asdict(summary)})
+    return summary

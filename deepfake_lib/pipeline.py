@@ -1,0 +1,62 @@
+"""The whole pipeline on one run directory: each stage in order, skipping finished ones.
+
+A stage is finished when its record (``RUN/<stage>.json``) exists; ``force`` reruns them.
+Without data, the built-in sample (:mod:`deepfake_lib.sample`) is written and used.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from deepfake_lib import storage
+from deepfake_lib.storage import RunDir
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    out: str
+    data: tuple[str, ...] = ()
+    force: bool = False
+
+
+def sample_location(out: str) -> str:
+    """Where the built-in sample goes: inside a local run directory, else a temporary folder."""
+    if storage.is_uri(out):
+        return tempfile.mkdtemp(prefix="deepfake_sample_")
+    return os.path.join(os.path.abspath(out), "sample_data")
+
+
+def _stages(config: PipelineConfig, data: tuple[str, ...]) -> list[tuple[str, Callable[[], str]]]:
+    from deepfake_lib.encode import EncodeConfig, run_encode  # noqa: PLC0415
+
+    return [
+        ("encode", lambda: run_encode(EncodeConfig(data=data, out=config.out,
+                                                   overwrite=config.force)).text()),
+    ]
+
+
+def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> RunDir:
+    """Run every stage on ``config.out``; returns the run directory."""
+    run = RunDir(config.out)
+    data = config.data
+    if not data:
+        from deepfake_lib.sample import PART_NAME, write_sample  # noqa: PLC0415
+
+        where = sample_location(config.out)
+        if not os.path.exists(os.path.join(where, PART_NAME, "metadata.json")):
+            log(f"pipeline: writing the built-in sample to {where}")
+            write_sample(where)
+        data = (where,)
+    for name, stage in _stages(config, data):
+        if run.exists(f"{name}.json") and not config.force:
+            log(f"pipeline: {name} already done ({run.uri(name + '.json')}), skipped")
+            continue
+        start = time.monotonic()
+        log(f"pipeline: {name} ...")
+        log(stage())
+        log(f"pipeline: {name} took {time.monotonic() - start:.1f} s")
+    return run

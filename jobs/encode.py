@@ -1,0 +1,52 @@
+"""Encode stage: find the faces of every real video and compute their 128-d encodings.
+
+    python jobs/encode.py --data PATH [PATH ...] --out RUN [--all] [--detector auto]
+    ray submit cluster.yaml jobs/encode.py -- --data s3://bucket/dfdc --out s3://bucket/run1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from deepfake_lib.encode import EncodeConfig, run_encode
+from deepfake_lib.faces import DETECTORS
+from deepfake_lib.runtime import init_ray
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", nargs="+", required=True, help="folders (or s3:// URIs) of DFDC parts")
+    p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
+    p.add_argument("--all", action="store_true", help="encode fakes too (default: REAL and unlabelled)")
+    p.add_argument("--detector", default="auto", choices=DETECTORS, help="face detector (default auto: MTCNN, retried larger)")
+    p.add_argument("--tries", type=int, default=3, help="frames tried before a video is declared face-less")
+    p.add_argument("--try-every-s", type=float, default=2.0, help="seconds between tried frames")
+    p.add_argument("--num-jitters", type=int, default=1, help="face_recognition re-samplings per encoding (the seed: 10)")
+    p.add_argument("--batch-size", type=int, default=8, help="videos per Ray task (one output file each)")
+    p.add_argument("--cpus-per-task", type=float, default=1.0)
+    p.add_argument("--max-in-flight", type=int, default=None, help="tasks queued at once (default: 2 x cluster CPUs)")
+    p.add_argument("--overwrite", action="store_true", help="delete earlier encode output in --out first")
+    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    a = p.parse_args(argv)
+    config = EncodeConfig(data=tuple(a.data), out=a.out, all_videos=a.all, detector=a.detector,
+                          tries=a.tries, try_every_s=a.try_every_s, num_jitters=a.num_jitters,
+                          batch_size=a.batch_size, cpus_per_task=a.cpus_per_task,
+                          max_in_flight=a.max_in_flight, overwrite=a.overwrite)
+    return config, a.address
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, address = parse_args(argv)
+    init_ray(address)
+    try:
+        summary = run_encode(config)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
+        print(f"encode: {exc}", file=sys.stderr)
+        return 1
+    print(summary.text())
+    return 0 if summary.encoded or not summary.videos else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from deepfake_lib import faces
+from deepfake_lib.dataset import build_manifest
+from deepfake_lib.encode import (ENCODING_SCHEMA, ERROR_SCHEMA, EncodeConfig, encode_video,
+                                 plan_batches, run_encode)
+from deepfake_lib.video import probe, read_frames
+
+pytestmark = pytest.mark.ray
+
+
+def _files(folder):
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.exists() else {}
+
+
+def test_plan_is_deterministic_and_selects_reals(shared_data):
+    manifest = build_manifest(str(shared_data / "videos")).table
+    config = EncodeConfig(data=(), out="", batch_size=4)
+    plan = plan_batches(manifest, config)
+    ids = [v for _, rows in plan for v in rows.column("video_id").to_pylist()]
+    # reals and unlabelled only: the 3 FF++ originals, the DFDC real, the 3 clips
+    assert sorted(ids) == sorted(["004.mp4", "519.mp4", "634.mp4", "lynaeydofd.mp4",
+                                  "multi_person_1080p.mp4", "news_anchor.mp4",
+                                  "short_hamilton_clip.mp4"])
+    assert [n for n, _ in plan] == [n for n, _ in plan_batches(manifest, config)]
+    everything = plan_batches(manifest, EncodeConfig(data=(), out="", all_videos=True))
+    assert sum(rows.num_rows for _, rows in everything) == 11
+
+
+def test_encode_video_without_ray(shared_data):
+    path = shared_data / "videos" / "clips" / "short_hamilton_clip.mp4"
+    row = {"video_id": path.name, "path": str(path), "part": "clips", "label": None,
+           "original": None}
+    info, rows, error = encode_video(row, faces.get_detector("auto"), EncodeConfig((), ""))
+    assert error is None and info["status"] == "ok"
+    assert info["n_faces"] == len(rows) == 2  # two people in the clip
+    assert rows[0]["face_index"] == 0 and rows[1]["face_index"] == 1
+    assert rows[0]["left"] >= rows[1]["right"] or rows[1]["left"] >= rows[0]["right"]
+
+
+def test_encodings_tell_people_apart(shared_data):
+    """The same person in two frames 6 s apart is closer than two different people."""
+    detector = faces.get_detector("auto")
+
+    def encoding(path, index):
+        frame = read_frames(str(path), [index])[index]
+        return faces.encode_faces(frame, [detector.detect(frame)[0].box])[0]
+
+    anchor = shared_data / "videos" / "clips" / "news_anchor.mp4"
+    same = np.linalg.norm(encoding(anchor, 0) - encoding(anchor, 150))
+    other = np.linalg.norm(encoding(anchor, 0) - encoding(shared_data / "videos" / "ffpp" / "004.mp4", 0))
+    assert same < 0.45 < 0.6 < other
+
+
+def test_encode_job_on_every_shared_video(ray_session, shared_data, tmp_path):
+    out = tmp_path / "run"
+    summary = run_encode(EncodeConfig(data=(str(shared_data / "videos"),), out=str(out),
+                                      all_videos=True, batch_size=4))
+    assert summary.videos == 11 and summary.encoded == 11 and summary.errors == {}
+    table = pq.read_table(out / "encodings")
+    assert table.schema.equals(ENCODING_SCHEMA, check_metadata=False)
+    rows = table.to_pylist()
+    assert {r["video_id"] for r in rows} == {p.name for p in (shared_data / "videos").glob("*/*.mp4")}
+    assert len({(r["video_id"], r["face_index"]) for r in rows}) == len(rows)
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    sizes = {m["video_id"]: (m["width"], m["height"]) for m in manifest}
+    assert len(manifest) == 11 and sizes["brtujopkby.mp4"] == (1080, 1920)
+    for r in rows:
+        assert len(r["encoding"]) == 128 and all(np.isfinite(r["encoding"]))
+        w, h = sizes[r["video_id"]]
+        assert 0 <= r["top"] < r["bottom"] <= h and 0 <= r["left"] < r["right"] <= w
+        assert 0.8 <= r["det_score"] <= 1.0
+        assert faces.decode_image(r["thumb"]).shape == (96, 96, 3)
+    counts = {}
+    for r in rows:
+        counts[r["video_id"]] = counts.get(r["video_id"], 0) + 1
+    assert counts["short_hamilton_clip.mp4"] == 2 and counts["multi_person_1080p.mp4"] >= 6
+    assert pq.read_table(out / "errors").num_rows == 0
+
+
+def test_rerun_writes_nothing_and_crashed_task_leaves_no_duplicates(ray_session, shared_data,
+                                                                     tmp_path):
+    marker = tmp_path / "crashed"
+    out = tmp_path / "run"
+    config = EncodeConfig(data=(str(shared_data / "videos" / "ffpp"),), out=str(out),
+                          batch_size=2, crash_once_marker=str(marker))
+    first = run_encode(config)
+    assert marker.exists()  # a worker really died mid-batch, and its task was retried
+    assert first.videos == 3 and first.encoded == 3
+    ids = pq.read_table(out / "encodings").column("video_id").to_pylist()
+    assert sorted(ids) == ["004.mp4", "519.mp4", "634.mp4"]  # one face each, no duplicates
+    before = {d: _files(out / d) for d in ("encodings", "errors", "videos")}
+    table = pq.read_table(out / "encodings")
+
+    again = run_encode(config)
+    assert again.batches_skipped == again.batches == 2
+    assert {d: _files(out / d) for d in before} == before
+    assert pq.read_table(out / "encodings").equals(table)
+
+    with pytest.raises(ValueError, match="other inputs or another --batch-size"):
+        run_encode(EncodeConfig(data=config.data, out=str(out), batch_size=3))
+
+
+def test_bad_inputs_are_error_rows_and_good_videos_are_encoded(ray_session, shared_data,
+                                                               bad_inputs, tmp_path):
+    from jobs.encode import main
+
+    folder, expected = bad_inputs
+    out = tmp_path / "run"
+    code = main(["--data", str(folder), str(shared_data / "videos" / "dfdc"), "--out", str(out)])
+    assert code == 0
+    errors = {r["video_id"]: r for r in pq.read_table(out / "errors").to_pylist()}
+    assert {k: v["kind"] for k, v in errors.items()} == expected
+    assert all(r["stage"] == "encode" and r["video_id"] in r["message"] or r["message"]
+               for r in errors.values())
+    assert pq.read_table(out / "errors").schema.equals(ERROR_SCHEMA, check_metadata=False)
+    encoded = set(pq.read_table(out / "encodings").column("video_id").to_pylist())
+    assert encoded == {"lynaeydofd.mp4"}  # the only REAL of the good folder
+
+
+def test_nothing_to_encode_is_a_clear_error(ray_session, tmp_path):
+    from jobs.encode import main
+
+    (tmp_path / "empty").mkdir()
+    assert main(["--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run")]) == 1
+    assert main(["--data", str(tmp_path / "absent"), "--out", str(tmp_path / "run")]) == 1
+
+
+def test_video_properties_match_probe(shared_data, ray_session, tmp_path):
+    out = tmp_path / "run"
+    run_encode(EncodeConfig(data=(str(shared_data / "videos" / "dfdc"),), out=str(out)))
+    rows = {r["video_id"]: r for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    info = probe(str(shared_data / "videos" / "dfdc" / "lynaeydofd.mp4"))
+    real = rows["lynaeydofd.mp4"]
+    assert (real["frame_count"], real["width"], real["height"]) == (300, 1920, 1080)
+    assert real["fps"] == pytest.approx(info.fps) and real["status"] == "ok"
+    assert rows["brtujopkby.mp4"]["status"] is None  # a fake: listed, not encoded by default
+    assert os.path.exists(out / "encode.json")
