@@ -1,0 +1,52 @@
+"""Cluster stage: the unique people in RUN/encodings, the smaller data set, and figures.
+
+    python jobs/cluster.py --out RUN [--method auto] [--per-cluster 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from deepfake_lib.clustering import METHODS, ClusterParams
+from deepfake_lib.identities import ClusterConfig, run_cluster
+
+
+def parse_args(argv: list[str] | None = None) -> ClusterConfig:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", required=True, help="run directory holding encodings/ (local or s3://)")
+    p.add_argument("--method", default="auto", choices=METHODS,
+                   help="auto = tsne_hdbscan: PCA 50, 2-D t-SNE, HDBSCAN; seed = the seed's fixed "
+                        "PCA 50, 3-D t-SNE (perplexity 50), DBSCAN(eps 1, min_samples 5)")
+    p.add_argument("--pca-components", type=int, default=50)
+    p.add_argument("--perplexity", type=float, default=None, help="t-SNE perplexity (default min(15, (n-1)/3))")
+    p.add_argument("--min-cluster-size", type=int, default=None, help="HDBSCAN (default clip(faces // 20, 2, 5))")
+    p.add_argument("--eps", type=float, default=None, help="DBSCAN eps (default: knee of the k-distance curve)")
+    p.add_argument("--min-samples", type=int, default=None, help="DBSCAN min_samples (default: the min cluster size)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of PCA, t-SNE and figure sampling")
+    p.add_argument("--per-cluster", type=int, default=3, help="real videos chosen per person for the subset")
+    p.add_argument("--include-noise", action="store_true", help="keep real videos whose face is noise")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--address", default=None,
+                   help="accepted like every stage's; this stage runs in this process, without Ray")
+    a = p.parse_args(argv)
+    params = ClusterParams(method=a.method, pca_components=a.pca_components, perplexity=a.perplexity,
+                           min_cluster_size=a.min_cluster_size, eps=a.eps, min_samples=a.min_samples,
+                           seed=a.seed)
+    return ClusterConfig(out=a.out, params=params, per_cluster=a.per_cluster,
+                         include_noise=a.include_noise, figures=not a.no_figures)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    try:
+        summary = run_cluster(config)
+    except ValueError as exc:
+        print(f"cluster: {exc}", file=sys.stderr)
+        return 1
+    print(summary.text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
