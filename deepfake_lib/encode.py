@@ -16,7 +16,6 @@ encodings. At the end ``RUN/manifest.parquet`` joins the manifest with the video
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections import Counter
@@ -26,9 +25,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deepfake_lib import faces, storage, video
+from deepfake_lib import batches, faces, storage, video
+from deepfake_lib.batches import TaskOptions
 from deepfake_lib.dataset import build_manifest
-from deepfake_lib.progress import Progress, format_seconds
+from deepfake_lib.progress import format_seconds
 from deepfake_lib.storage import RunDir
 
 ENCODING_SCHEMA = pa.schema([
@@ -64,7 +64,10 @@ VIDEO_SCHEMA = pa.schema([
     ("status", pa.string()),         # ok, no_face, error
     ("n_faces", pa.int16()),
     ("frames_tried", pa.int16()),
-    ("seconds", pa.float32()),       # wall time for this video in its task
+    ("seconds", pa.float32()),       # wall time for this video in its task, of which:
+    ("decode_s", pa.float32()),      # probing and decoding frames
+    ("detect_s", pa.float32()),      # face detection
+    ("encode_s", pa.float32()),      # encodings and thumbnails
 ])
 
 FOLDERS = ("errors", "videos", "encodings")
@@ -83,11 +86,8 @@ class EncodeConfig:
     num_jitters: int = 1
     thumb_px: int = 96
     batch_size: int = 8
-    cpus_per_task: float = 1.0
-    max_in_flight: int | None = None  # default: twice the cluster's CPUs
-    retries: int = 3
     overwrite: bool = False
-    progress_every_s: float = 10.0
+    tasks: TaskOptions = TaskOptions()
     # Fault injection for tests: the first task to start, if this file does not exist yet,
     # creates it and kills its worker process after its first video.
     crash_once_marker: str | None = None
@@ -114,23 +114,13 @@ class EncodeSummary:
                 f"manifest problems: {self.problems}; output in {self.out}")
 
 
-def batch_name(index: int, video_ids: list[str]) -> str:
-    """Deterministic name of a batch: its position and a digest of its videos."""
-    digest = hashlib.sha1("\n".join(video_ids).encode()).hexdigest()[:10]
-    return f"{index:06d}-{digest}"
-
-
 def plan_batches(manifest: pa.Table, config: EncodeConfig) -> list[tuple[str, pa.Table]]:
     """The videos to encode, sorted by (part, video_id), cut into named batches."""
     if not config.all_videos:
         label = manifest.column("label")
         manifest = manifest.filter(pc.or_kleene(pc.is_null(label), pc.equal(label, "REAL")))
     manifest = manifest.sort_by([("part", "ascending"), ("video_id", "ascending")])
-    batches = []
-    for i, start in enumerate(range(0, manifest.num_rows, config.batch_size)):
-        rows = manifest.slice(start, config.batch_size)
-        batches.append((batch_name(i, rows.column("video_id").to_pylist()), rows))
-    return batches
+    return batches.plan(manifest, config.batch_size)
 
 
 def _empty(schema: pa.Schema) -> dict[str, list]:
@@ -145,18 +135,29 @@ def encode_video(row: dict, detector: faces.FaceDetector, config: EncodeConfig
     """
     start = time.perf_counter()
     vid = row["video_id"]
-    info_row = {"video_id": vid, "status": "error", "n_faces": 0, "frames_tried": 0}
+    info_row = {"video_id": vid, "status": "error", "n_faces": 0, "frames_tried": 0,
+                "decode_s": 0.0, "detect_s": 0.0, "encode_s": 0.0}
+    clock = time.perf_counter
+
+    def lap(key: str, since: float) -> float:
+        now = clock()
+        info_row[key] += now - since
+        return now
+
     face_rows: list[dict] = []
     error = None
     try:
         with storage.local_copy(row["path"]) as path:
+            t = clock()
             info = video.probe(path)
             info_row.update(frame_count=info.frame_count, fps=info.fps, width=info.width,
                             height=info.height, rotation=info.rotation)
             for index in video.frame_indices_every(info, config.try_every_s, limit=config.tries):
                 frame = video.read_frames(path, [index])[index]
                 info_row["frames_tried"] += 1
+                t = lap("decode_s", t)
                 found = detector.detect(frame)
+                t = lap("detect_s", t)
                 if not found:
                     continue
                 boxes = [d.box for d in found]
@@ -171,6 +172,7 @@ def encode_video(row: dict, detector: faces.FaceDetector, config: EncodeConfig
                         "det_score": det.score, "encoding": enc.tolist(),
                         "thumb": faces.encode_jpeg(thumb),
                     })
+                lap("encode_s", t)
                 break
         if face_rows:
             info_row.update(status="ok", n_faces=len(face_rows))
@@ -190,7 +192,7 @@ def encode_video(row: dict, detector: faces.FaceDetector, config: EncodeConfig
     return info_row, face_rows, error
 
 
-def encode_batch(run: RunDir, name: str, rows: pa.Table, config: EncodeConfig) -> dict:
+def encode_batch(name: str, rows: pa.Table, run: RunDir, config: EncodeConfig) -> dict:
     """Encode one batch and write its three files; returns small counts for progress."""
     detector = faces.get_detector(config.detector)
     infos, encodings, errors = _empty(VIDEO_SCHEMA), _empty(ENCODING_SCHEMA), _empty(ERROR_SCHEMA)
@@ -210,7 +212,7 @@ def encode_batch(run: RunDir, name: str, rows: pa.Table, config: EncodeConfig) -
     run.write_parquet(f"errors/{name}.parquet", pa.table(errors, schema=ERROR_SCHEMA))
     run.write_parquet(f"videos/{name}.parquet", pa.table(infos, schema=VIDEO_SCHEMA))
     run.write_parquet(f"encodings/{name}.parquet", pa.table(encodings, schema=ENCODING_SCHEMA))
-    return {"videos": rows.num_rows, "faces": len(encodings["video_id"]),
+    return {"units": rows.num_rows, "faces": len(encodings["video_id"]),
             "errors": len(errors["video_id"])}
 
 
@@ -226,23 +228,7 @@ def _record_failed_batch(run: RunDir, name: str, rows: pa.Table, exc: Exception)
     infos.update(video_id=ids, status=["error"] * len(ids))
     run.write_parquet(f"videos/{name}.parquet", pa.table(
         {k: v if v else [None] * len(ids) for k, v in infos.items()}, schema=VIDEO_SCHEMA))
-    return {"videos": len(ids), "faces": 0, "errors": len(ids)}
-
-
-def _check_run_dir(run: RunDir, names: set[str], overwrite: bool) -> set[str]:
-    """Batches already done; refuses a run directory written from other inputs or settings."""
-    if overwrite:
-        for folder in FOLDERS:
-            run.delete(folder)
-        return set()
-    done = {n.removesuffix(".parquet") for n in run.list("encodings", ".parquet")}
-    stale = done - names
-    if stale:
-        raise ValueError(
-            f"{run.uri('encodings')} holds {len(stale)} batches that this run would not write "
-            f"(e.g. {sorted(stale)[0]}): it was made from other inputs or another --batch-size. "
-            "Use a new --out, the same inputs and settings, or --overwrite.")
-    return done
+    return {"units": len(ids), "faces": 0, "errors": len(ids)}
 
 
 def _write_manifest(run: RunDir, manifest: pa.Table) -> None:
@@ -276,9 +262,7 @@ def run_encode(config: EncodeConfig) -> EncodeSummary:
     Raises ``ValueError`` only when nothing can be done (no input video) or the run directory
     was written by a different plan; every per-video problem becomes an error row.
     """
-    import ray  # noqa: PLC0415
-
-    from deepfake_lib.runtime import cluster_cpus, init_ray  # noqa: PLC0415
+    from deepfake_lib.runtime import init_ray  # noqa: PLC0415
 
     init_ray()
     start = time.monotonic()
@@ -286,37 +270,19 @@ def run_encode(config: EncodeConfig) -> EncodeSummary:
     manifest = build_manifest(list(config.data))
     if manifest.problems.num_rows:
         run.write_parquet("manifest_problems.parquet", manifest.problems)
-    batches = plan_batches(manifest.table, config)
-    if not batches:
+    planned = plan_batches(manifest.table, config)
+    if not planned:
         raise ValueError(f"no video to encode under {', '.join(config.data)} "
                          f"({manifest.summary()})")
-    done = _check_run_dir(run, {name for name, _ in batches}, config.overwrite)
-    todo = [(name, rows) for name, rows in batches if name not in done]
-
-    task = ray.remote(encode_batch).options(
-        num_cpus=config.cpus_per_task, max_retries=config.retries, retry_exceptions=True)
-    max_in_flight = config.max_in_flight or 2 * cluster_cpus()
-    progress = Progress("encode", sum(rows.num_rows for _, rows in todo),
-                        every_s=config.progress_every_s)
-    pending: dict = {}  # task reference -> (batch name, rows)
-    queue = iter(todo)
-    while True:
-        while len(pending) < max_in_flight and (item := next(queue, None)) is not None:
-            pending[task.remote(run, item[0], item[1], config)] = item
-        if not pending:
-            break
-        [ref], _ = ray.wait(list(pending), num_returns=1)
-        name, rows = pending.pop(ref)
-        try:
-            counts = ray.get(ref)
-        except (ray.exceptions.RayError, OSError) as exc:
-            counts = _record_failed_batch(run, name, rows, exc)
-        progress.update(counts["videos"], faces=counts["faces"], errors=counts["errors"])
-    progress.close()
+    done = batches.done_batches(run, "encodings", {n for n, _ in planned}, config.overwrite,
+                                FOLDERS)
+    todo = [(name, rows) for name, rows in planned if name not in done]
+    batches.run_batches(encode_batch, todo, (run, config), config.tasks, "encode",
+                        lambda name, rows, exc: _record_failed_batch(run, name, rows, exc))
 
     _write_manifest(run, manifest.table)
     summary = _summarise(run, EncodeSummary(
-        out=run.location, batches=len(batches), batches_skipped=len(done),
+        out=run.location, batches=len(planned), batches_skipped=len(done),
         problems=manifest.problems.num_rows))
     summary.seconds = time.monotonic() - start
     run.write_json("encode.json", {"config": asdict(config), "summary": asdict(summary)})

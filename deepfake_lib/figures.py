@@ -14,8 +14,10 @@ import cv2
 import numpy as np
 
 
-def png_bytes(rgb: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG of an RGB (``H x W x 3``) or single-channel (``H x W``) ``uint8`` image."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3
+                           else image)
     if not ok:
         raise ValueError("PNG encoding failed")
     return buf.tobytes()

@@ -106,9 +106,18 @@ def _mp4_cut_short(path: str) -> bool:
         return offset > size
 
 
+def decode_threads() -> int:
+    """FFmpeg decoding threads: the CPUs Ray gave this worker (it sets ``OMP_NUM_THREADS``),
+    so that parallel workers do not fight over cores; 0 (FFmpeg's choice) elsewhere."""
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    except ValueError:
+        return 0
+
+
 def _open(path: str) -> cv2.VideoCapture:
     _check_file(path)
-    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, decode_threads()])
     if not cap.isOpened():
         if _mp4_cut_short(path):
             raise VideoError(path, "truncated", "the file ends before its last MP4 box does")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deepfake_lib.batches import TaskOptions
 from deepfake_lib.encode import EncodeConfig, run_encode
 from deepfake_lib.faces import DETECTORS
 from deepfake_lib.runtime import init_ray
@@ -31,8 +32,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]
     a = p.parse_args(argv)
     config = EncodeConfig(data=tuple(a.data), out=a.out, all_videos=a.all, detector=a.detector,
                           tries=a.tries, try_every_s=a.try_every_s, num_jitters=a.num_jitters,
-                          batch_size=a.batch_size, cpus_per_task=a.cpus_per_task,
-                          max_in_flight=a.max_in_flight, overwrite=a.overwrite)
+                          batch_size=a.batch_size, overwrite=a.overwrite,
+                          tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
+                                            max_in_flight=a.max_in_flight))
     return config, a.address
 
 

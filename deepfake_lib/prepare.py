@@ -1,0 +1,306 @@
+"""The prepare stage: training crops with masks of the altered pixels, over Ray tasks.
+
+Units of work, one row each in the plan:
+
+- ``pair``: a fake and its original. Faces are tracked in the original (same pixels outside the
+  face, as the DFDC winners did), and every ``every``-th frame the same box is cropped from
+  both; the fake's crop gets the mask :func:`masks.diff_mask` of the two (label 1).
+- ``real``: a real video: its crops with empty masks (label 0) and, for each, a self-blended
+  pseudo-fake with its exact blend mask (label 1, :mod:`deepfake_lib.blend`).
+
+Over ``RUN/subset.parquet`` when the cluster stage made one, else over every video found.
+The split is by identity: a whole cluster (or, for videos outside any cluster, a real video
+with all its fakes) goes to ``train`` or ``val``. Outputs, per batch and atomically::
+
+    RUN/crops/<batch>.parquet          CROP_SCHEMA (written last: marks the batch done)
+    RUN/prepare_errors/<batch>.parquet the encode stage's ERROR_SCHEMA, stage "prepare"
+    RUN/figures/masks.png              rows of real | fake | mask
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from deepfake_lib import batches, faces, figures, masks, storage, video
+from deepfake_lib.batches import TaskOptions
+from deepfake_lib.blend import self_blend
+from deepfake_lib.dataset import build_manifest
+from deepfake_lib.encode import ERROR_SCHEMA
+from deepfake_lib.progress import format_seconds
+from deepfake_lib.storage import RunDir
+from deepfake_lib.tracks import track_faces
+
+CROP_SCHEMA = pa.schema([
+    ("sample_id", pa.string()),      # video_id:frame:track:kind, unique
+    ("video_id", pa.string()),       # the video the image comes from
+    ("original_id", pa.string()),    # its real original (itself for reals and self-blends)
+    ("frame_index", pa.int32()),
+    ("track_id", pa.int16()),
+    ("kind", pa.string()),           # pair, self_blend, real
+    ("label", pa.int8()),            # 1 = fake
+    ("image", pa.binary()),          # PNG, RGB, crop_size square
+    ("mask", pa.binary()),           # PNG, one channel of 0/1
+    ("cluster", pa.int32()),         # identity cluster (-1: noise or unknown)
+    ("split", pa.string()),          # train or val
+])
+
+PLAN_SCHEMA = pa.schema([
+    ("video_id", pa.string()), ("path", pa.string()), ("original_id", pa.string()),
+    ("original_path", pa.string()), ("kind", pa.string()), ("cluster", pa.int32()),
+    ("split", pa.string()),
+])
+
+FOLDERS = ("crops", "prepare_errors")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    data: tuple[str, ...]
+    out: str
+    every: int = 10                  # crop every k-th frame (30 crops from a 10-s DFDC clip)
+    crop_size: int = 256
+    margin: float = 0.3              # grown on each side, times the face size
+    detect_every_s: float = 1.0
+    detector: str = "mtcnn"
+    max_tracks: int = 4              # largest faces per frame
+    mask_method: str = masks.DEFAULT_METHOD
+    self_blend: bool = True
+    val_fraction: float = 0.2
+    batch_size: int = 4
+    seed: int = 0
+    overwrite: bool = False
+    tasks: TaskOptions = TaskOptions()
+
+
+@dataclass
+class PrepareSummary:
+    out: str
+    units: int = 0
+    crops: dict[str, int] = field(default_factory=dict)
+    splits: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    batches_skipped: int = 0
+    seconds: float = 0.0
+
+    def text(self) -> str:
+        crops = ", ".join(f"{n} {k}" for k, n in sorted(self.crops.items())) or "none"
+        splits = ", ".join(f"{n} {k}" for k, n in sorted(self.splits.items())) or "none"
+        errors = ", ".join(f"{n} {k}" for k, n in sorted(self.errors.items())) or "none"
+        return (f"prepare: {self.units} videos/pairs; crops: {crops}; split: {splits}; "
+                f"errors: {errors}; {self.batches} batches ({self.batches_skipped} already done); "
+                f"{format_seconds(self.seconds)}; output in {self.out}")
+
+
+def assign_splits(groups: list[str], val_fraction: float) -> dict[str, str]:
+    """``train``/``val`` per identity group, by a hash of its name (stable as data grows);
+    with two groups or more, at least one of each."""
+    ranks = {g: int(hashlib.sha1(g.encode()).hexdigest(), 16) / 16**40 for g in set(groups)}
+    split = {g: "val" if r < val_fraction else "train" for g, r in ranks.items()}
+    ordered = sorted(ranks, key=ranks.get)
+    if len(ordered) >= 2 and "val" not in split.values() and val_fraction > 0:
+        split[ordered[0]] = "val"
+    if len(ordered) >= 2 and "train" not in split.values():
+        split[ordered[-1]] = "train"
+    return split
+
+
+def make_plan(run: RunDir, config: PrepareConfig) -> tuple[pa.Table, list[dict]]:
+    """The units of work (:data:`PLAN_SCHEMA`) and the error rows of fakes that cannot be
+    paired (their original is absent)."""
+    manifest = {r["video_id"]: r for r in build_manifest(list(config.data)).table.to_pylist()
+                if r["exists"]}
+    if run.exists("subset.parquet"):
+        chosen = {r["video_id"]: r for r in run.read_parquet("subset.parquet").to_pylist()}
+    else:
+        chosen = {v: {"cluster": -1} for v in manifest}
+    cluster_of = {v: (r["cluster"] if r["cluster"] is not None else -1) for v, r in chosen.items()}
+    units, errors = [], []
+    for vid in sorted(chosen):
+        row = manifest.get(vid)
+        if row is None:
+            errors.append({"video_id": vid, "stage": "prepare", "kind": "missing",
+                           "message": f"{vid} is in the subset but not found under --data"})
+            continue
+        if row["label"] == "FAKE":
+            original = manifest.get(row["original"] or "")
+            if original is None:
+                errors.append({"video_id": vid, "stage": "prepare", "kind": "no_original",
+                               "message": f"original {row['original']!r} of {vid} is not present"})
+                continue
+            units.append({"video_id": vid, "path": row["path"], "original_id": original["video_id"],
+                          "original_path": original["path"], "kind": "pair"})
+        else:
+            units.append({"video_id": vid, "path": row["path"], "original_id": vid,
+                          "original_path": row["path"], "kind": "real"})
+    groups = {}
+    for unit in units:
+        cluster = cluster_of.get(unit["original_id"], cluster_of.get(unit["video_id"], -1))
+        unit["cluster"] = cluster
+        groups[unit["video_id"]] = f"cluster:{cluster}" if cluster >= 0 else f"video:{unit['original_id']}"
+    split = assign_splits(list(groups.values()), config.val_fraction)
+    for unit in units:
+        unit["split"] = split[groups[unit["video_id"]]]
+    return pa.Table.from_pylist(units, schema=PLAN_SCHEMA), errors
+
+
+def _crop(frame: np.ndarray, box: tuple[float, ...], config: PrepareConfig
+          ) -> tuple[np.ndarray, faces.Box]:
+    """The square crop around ``box`` (resized to ``crop_size``) and the box in its pixels."""
+    import cv2  # noqa: PLC0415
+
+    int_box = faces.clip_box(box, *frame.shape[:2])
+    top, right, bottom, left = faces.expand_box(int_box, config.margin, *frame.shape[:2])
+    crop = frame[top:bottom, left:right]
+    sy, sx = config.crop_size / max(1, bottom - top), config.crop_size / max(1, right - left)
+    inner = faces.clip_box(((int_box[0] - top) * sy, (int_box[1] - left) * sx,
+                            (int_box[2] - top) * sy, (int_box[3] - left) * sx),
+                           config.crop_size, config.crop_size)
+    return cv2.resize(crop, (config.crop_size, config.crop_size),
+                      interpolation=cv2.INTER_AREA), inner
+
+
+def prepare_unit(unit: dict, detector: faces.FaceDetector, config: PrepareConfig) -> list[dict]:
+    """The crop rows of one unit of work (raises ``video.VideoError`` for an unreadable video)."""
+    with storage.local_copy(unit["original_path"]) as original_path:
+        tracks = track_faces(original_path, detector, config.detect_every_s)
+        indices = list(range(0, tracks.frame_count, config.every))
+        originals = video.read_frames(original_path, indices)
+    fakes = {}
+    if unit["kind"] == "pair":
+        with storage.local_copy(unit["path"]) as fake_path:
+            count = video.probe(fake_path).frame_count
+            indices = [i for i in indices if i < count]
+            fakes = video.read_frames(fake_path, indices)
+    rows = []
+    empty = None
+    for index in indices:
+        present = sorted(tracks.boxes_at(index), key=lambda tb: -(tb[1][2] - tb[1][0]))
+        for track_id, box in present[: config.max_tracks]:
+            real_crop, inner = _crop(originals[index], box, config)
+            base = {"original_id": unit["original_id"], "frame_index": index,
+                    "track_id": track_id, "cluster": unit["cluster"], "split": unit["split"]}
+            if empty is None:
+                empty = figures.png_bytes(np.zeros((config.crop_size,) * 2, np.uint8))
+            if unit["kind"] == "pair":
+                fake_crop, _ = _crop(fakes[index], box, config)
+                mask = masks.diff_mask(real_crop, fake_crop, config.mask_method)
+                rows.append({**base, "video_id": unit["video_id"], "kind": "pair", "label": 1,
+                             "image": figures.png_bytes(fake_crop), "mask": figures.png_bytes(mask)})
+                continue
+            rows.append({**base, "video_id": unit["video_id"], "kind": "real", "label": 0,
+                         "image": figures.png_bytes(real_crop), "mask": empty})
+            if config.self_blend:
+                marks = faces.face_landmarks(real_crop, [inner])
+                points = np.array([p for f in marks[0].values() for p in f], np.float32) \
+                    if marks else np.zeros((0, 2))
+                if len(points) >= 3:
+                    seed = int(hashlib.sha1(f"{unit['video_id']}:{index}:{track_id}:{config.seed}"
+                                            .encode()).hexdigest()[:8], 16)
+                    fake, mask = self_blend(real_crop, points, np.random.default_rng(seed))
+                    rows.append({**base, "video_id": unit["video_id"], "kind": "self_blend",
+                                 "label": 1, "image": figures.png_bytes(fake), "mask": figures.png_bytes(mask)})
+    for row in rows:
+        row["sample_id"] = f"{row['video_id']}:{row['frame_index']}:{row['track_id']}:{row['kind']}"
+    return rows
+
+
+def prepare_batch(name: str, units: pa.Table, run: RunDir, config: PrepareConfig) -> dict:
+    """Prepare one batch of units; writes its errors, then its crops."""
+    detector = faces.get_detector(config.detector)
+    rows, errors = [], []
+    for unit in units.to_pylist():
+        try:
+            found = prepare_unit(unit, detector, config)
+            if not found:
+                errors.append({"video_id": unit["video_id"], "stage": "prepare", "kind": "no_face",
+                               "message": f"no face tracked in {unit['original_id']}"})
+            rows += found
+        except video.VideoError as exc:
+            errors.append({"video_id": unit["video_id"], "stage": "prepare", "kind": exc.kind,
+                           "message": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - one video's failure must not end the batch
+            errors.append({"video_id": unit["video_id"], "stage": "prepare", "kind": "error",
+                           "message": f"{type(exc).__name__}: {exc}"})
+    run.write_parquet(f"prepare_errors/{name}.parquet", pa.Table.from_pylist(errors, ERROR_SCHEMA))
+    run.write_parquet(f"crops/{name}.parquet", pa.Table.from_pylist(rows, CROP_SCHEMA))
+    return {"units": units.num_rows, "crops": len(rows), "errors": len(errors)}
+
+
+def _record_failed_batch(run: RunDir, name: str, units: pa.Table, exc: Exception) -> dict:
+    ids = units.column("video_id").to_pylist()
+    message = f"task failed after retries: {type(exc).__name__}: {str(exc)[:500]}"
+    run.write_parquet(f"prepare_errors/{name}.parquet", pa.Table.from_pylist(
+        [{"video_id": v, "stage": "prepare", "kind": "task_failed", "message": message}
+         for v in ids], ERROR_SCHEMA))
+    return {"units": len(ids), "crops": 0, "errors": len(ids)}
+
+
+def _mask_figure(run: RunDir, rows: int = 6) -> None:
+    """``figures/masks.png``: rows of real | fake | mask from the first pair crops."""
+    names = run.list("crops", ".parquet")
+    picked = []
+    for name in names:
+        table = run.read_parquet(f"crops/{name}")
+        pairs = table.filter(pc.equal(table.column("kind"), "pair"))
+        if not pairs.num_rows:
+            pairs = table.filter(pc.equal(table.column("kind"), "self_blend"))
+        picked += pairs.slice(0, rows - len(picked)).to_pylist()
+        if len(picked) >= rows:
+            break
+    if not picked:
+        return
+    reals = {}
+    for name in names:
+        table = run.read_parquet(f"crops/{name}", columns=["sample_id", "image"])
+        want = {f"{r['original_id']}:{r['frame_index']}:{r['track_id']}:real" for r in picked}
+        for sample_id, image in zip(table.column("sample_id").to_pylist(),
+                                    table.column("image").to_pylist()):
+            if sample_id in want:
+                reals[sample_id] = image
+    tiles = []
+    for r in picked:
+        fake = faces.decode_image(r["image"])
+        key = f"{r['original_id']}:{r['frame_index']}:{r['track_id']}:real"
+        real = faces.decode_image(reals[key]) if key in reals else np.zeros_like(fake)
+        mask = faces.decode_image(r["mask"]) * 255
+        tiles += [real, fake, mask]
+    run.write_bytes("figures/masks.png", figures.png_bytes(figures.grid(tiles, 3, (256, 256))))
+
+
+def run_prepare(config: PrepareConfig) -> PrepareSummary:
+    """Run the prepare stage. Raises ValueError when there is nothing to prepare."""
+    from deepfake_lib.runtime import init_ray  # noqa: PLC0415
+
+    init_ray()
+    start = time.monotonic()
+    run = RunDir(config.out)
+    plan, unpaired = make_plan(run, config)
+    if plan.num_rows == 0:
+        raise ValueError(f"nothing to prepare under {', '.join(config.data)}")
+    planned = batches.plan(plan, config.batch_size)
+    done = batches.done_batches(run, "crops", {n for n, _ in planned}, config.overwrite, FOLDERS)
+    if unpaired:
+        run.write_parquet("prepare_errors/unpaired.parquet",
+                          pa.Table.from_pylist(unpaired, ERROR_SCHEMA))
+    todo = [(n, rows) for n, rows in planned if n not in done]
+    batches.run_batches(prepare_batch, todo, (run, config), config.tasks, "prepare",
+                        lambda name, rows, exc: _record_failed_batch(run, name, rows, exc))
+    _mask_figure(run)
+    crops = run.read_parquet("crops", columns=["kind", "split"])
+    errors = (run.read_parquet("prepare_errors", columns=["kind"]).column("kind").to_pylist()
+              if run.list("prepare_errors") else [])
+    summary = PrepareSummary(
+        out=run.location, units=plan.num_rows,
+        crops=dict(Counter(crops.column("kind").to_pylist())),
+        splits=dict(Counter(crops.column("split").to_pylist())), errors=dict(Counter(errors)),
+        batches=len(planned), batches_skipped=len(done), seconds=time.monotonic() - start)
+    run.write_json("prepare.json", {"config": asdict(config), "summary": asdict(summary)})
+    return summary
