@@ -55,15 +55,17 @@ def recall_and_speed(baseline_videos: int) -> None:
                 statistics.mean(r["seconds"] for r in chosen))
 
     n = len(results["seed"])
-    ours_all, seed_all = stats(results["ours"][:n]), stats(results["seed"])
     ours_real = stats(results["ours"], only_real=True)
     multi = next(r for r in results["ours"] if r["video_id"] == "multi_person_1080p.mp4")
-    print_table("Encode: recall and speed", ["measure", "ours", "seed", "ratio seed/ours"], [
-        [f"videos with a face (same {n} videos)", ours_all[0], seed_all[0], seed_all[0] / ours_all[0]],
-        ["videos with a face (real and unlabelled, all)", ours_real[0], "-", "-"],
-        [f"seconds per video (same {n} videos)", ours_all[1], seed_all[1], seed_all[1] / ours_all[1]],
-        ["faces in multi_person_1080p.mp4", multi["n_faces"], "-", "-"],
-    ])
+    table = [["videos with a face (real and unlabelled, all)", ours_real[0], "-", "-"],
+             ["faces in multi_person_1080p.mp4", multi["n_faces"], "-", "-"]]
+    if n:
+        ours_all, seed_all = stats(results["ours"][:n]), stats(results["seed"])
+        table = [[f"videos with a face (same {n} videos)", ours_all[0], seed_all[0],
+                  seed_all[0] / ours_all[0]],
+                 [f"seconds per video (same {n} videos)", ours_all[1], seed_all[1],
+                  seed_all[1] / ours_all[1]], *table]
+    print_table("Encode: recall and speed", ["measure", "ours", "seed", "ratio seed/ours"], table)
 
 
 def _link_folder(folder: Path, sources: list[Path], count: int) -> Path:

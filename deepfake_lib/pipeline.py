@@ -33,11 +33,14 @@ def sample_location(out: str) -> str:
 def _stages(config: PipelineConfig, data: tuple[str, ...]) -> list[tuple[str, Callable[[], str]]]:
     from deepfake_lib.encode import EncodeConfig, run_encode  # noqa: PLC0415
     from deepfake_lib.identities import ClusterConfig, run_cluster  # noqa: PLC0415
+    from deepfake_lib.prepare import PrepareConfig, run_prepare  # noqa: PLC0415
 
     return [
         ("encode", lambda: run_encode(EncodeConfig(data=data, out=config.out,
                                                    overwrite=config.force)).text()),
         ("cluster", lambda: run_cluster(ClusterConfig(out=config.out)).text()),
+        ("prepare", lambda: run_prepare(PrepareConfig(data=data, out=config.out,
+                                                      overwrite=config.force)).text()),
     ]
 
 

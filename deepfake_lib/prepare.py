@@ -246,17 +246,21 @@ def _record_failed_batch(run: RunDir, name: str, units: pa.Table, exc: Exception
 def _mask_figure(run: RunDir, rows: int = 6) -> None:
     """``figures/masks.png``: rows of real | fake | mask from the first pair crops."""
     names = run.list("crops", ".parquet")
-    picked = []
+    candidates = []
     for name in names:
         table = run.read_parquet(f"crops/{name}")
-        pairs = table.filter(pc.equal(table.column("kind"), "pair"))
-        if not pairs.num_rows:
-            pairs = table.filter(pc.equal(table.column("kind"), "self_blend"))
-        picked += pairs.slice(0, rows - len(picked)).to_pylist()
-        if len(picked) >= rows:
+        for kind in ("pair", "self_blend"):
+            candidates += table.filter(pc.equal(table.column("kind"), kind)).slice(0, rows).to_pylist()
+        if len({c["video_id"] for c in candidates}) >= rows:
             break
-    if not picked:
+    if not candidates:
         return
+    # pairs before self-blends, one crop per video before a second one of any video
+    seen: dict[str, int] = {}
+    for c in candidates:
+        seen[c["video_id"]] = seen.get(c["video_id"], -1) + 1
+        c["_rank"] = (seen[c["video_id"]], c["kind"] != "pair")
+    picked = sorted(candidates, key=lambda c: c["_rank"])[:rows]
     reals = {}
     for name in names:
         table = run.read_parquet(f"crops/{name}", columns=["sample_id", "image"])

@@ -1,0 +1,61 @@
+"""Prepare stage: training crops with masks of altered pixels, and self-blended fakes.
+
+    python jobs/prepare.py --data PATH [PATH ...] --out RUN [--every 10] [--crop-size 256]
+
+Uses RUN/subset.parquet from the cluster stage when it exists, else every video found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from deepfake_lib.batches import TaskOptions
+from deepfake_lib.faces import DETECTORS
+from deepfake_lib.masks import DEFAULT_METHOD, METHODS
+from deepfake_lib.prepare import PrepareConfig, run_prepare
+from deepfake_lib.runtime import init_ray
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", nargs="+", required=True, help="folders (or s3:// URIs) of DFDC parts")
+    p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
+    p.add_argument("--every", type=int, default=10, help="crop every k-th frame (10: 30 crops per 10-s clip)")
+    p.add_argument("--crop-size", type=int, default=256, help="crops are resized to this square, px")
+    p.add_argument("--margin", type=float, default=0.3, help="added on each side, times the face size")
+    p.add_argument("--detect-every-s", type=float, default=1.0, help="seconds between face detections")
+    p.add_argument("--detector", default="mtcnn", choices=DETECTORS)
+    p.add_argument("--max-tracks", type=int, default=4, help="largest faces cropped per frame")
+    p.add_argument("--mask-method", default=DEFAULT_METHOD, choices=METHODS)
+    p.add_argument("--no-self-blend", action="store_true", help="no self-blended fakes from reals")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of identity clusters held out")
+    p.add_argument("--batch-size", type=int, default=4, help="videos or pairs per Ray task")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpus-per-task", type=float, default=1.0)
+    p.add_argument("--overwrite", action="store_true", help="delete earlier prepare output in --out first")
+    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    a = p.parse_args(argv)
+    config = PrepareConfig(data=tuple(a.data), out=a.out, every=a.every, crop_size=a.crop_size,
+                           margin=a.margin, detect_every_s=a.detect_every_s, detector=a.detector,
+                           max_tracks=a.max_tracks, mask_method=a.mask_method,
+                           self_blend=not a.no_self_blend, val_fraction=a.val_fraction,
+                           batch_size=a.batch_size, seed=a.seed, overwrite=a.overwrite,
+                           tasks=TaskOptions(cpus_per_task=a.cpus_per_task))
+    return config, a.address
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, address = parse_args(argv)
+    init_ray(address)
+    try:
+        summary = run_prepare(config)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
+        print(f"prepare: {exc}", file=sys.stderr)
+        return 1
+    print(summary.text())
+    return 0 if summary.crops else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from deepfake_lib import faces
+from deepfake_lib.prepare import CROP_SCHEMA, PrepareConfig, assign_splits, run_prepare
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ffpp_run(ray_session, shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepare") / "run"
+    config = PrepareConfig(data=(str(shared_data / "videos" / "ffpp"),), out=str(out), every=25)
+    return config, run_prepare(config)
+
+
+def test_ffpp_pairs_become_crops_with_masks(ffpp_run):
+    config, summary = ffpp_run
+    table = pq.read_table(f"{config.out}/crops")
+    assert table.schema.equals(CROP_SCHEMA, check_metadata=False)
+    rows = table.to_pylist()
+    kinds = {k: sum(r["kind"] == k for r in rows) for k in ("pair", "real", "self_blend")}
+    assert kinds["pair"] == kinds["real"] and kinds["self_blend"] >= 0.9 * kinds["real"]
+    # 751, 338 and 309 frames, every 25th: at least one face in each sampled frame
+    frames = {}
+    for r in rows:
+        if r["kind"] == "real":
+            frames.setdefault(r["video_id"], set()).add(r["frame_index"])
+    assert {v: len(f) for v, f in frames.items()} == {"519.mp4": 31, "634.mp4": 14, "004.mp4": 13}
+    labels = [r["label"] for r in rows]
+    assert labels.count(0) == kinds["real"] and labels.count(1) == kinds["pair"] + kinds["self_blend"]
+    assert len({r["sample_id"] for r in rows}) == len(rows)
+    for r in rows:
+        image, mask = faces.decode_image(r["image"]), faces.decode_image(r["mask"])[..., 0]
+        assert image.shape == (256, 256, 3) and set(np.unique(mask)) <= {0, 1}
+        assert (mask.sum() == 0) == (r["label"] == 0) or r["kind"] == "pair"
+        if r["kind"] == "pair":
+            assert r["original_id"] == r["video_id"].split("_")[0] + ".mp4"
+    pair_masks = [faces.decode_image(r["mask"])[..., 0] for r in rows if r["kind"] == "pair"]
+    assert np.mean([m.sum() > 0 for m in pair_masks]) > 0.9
+    centre = np.mean([m[64:192, 64:192].sum() / max(1, m.sum()) for m in pair_masks if m.sum()])
+    assert centre > 0.7  # the altered pixels are on the face, in the middle of the crop
+    # a whole identity is in one split: each original with its fake
+    split = {}
+    for r in rows:
+        assert split.setdefault(r["original_id"], r["split"]) == r["split"]
+    assert set(split.values()) == {"train", "val"}
+    assert (pq.read_table(f"{config.out}/prepare_errors").num_rows == 0)
+    assert faces.decode_image(open(f"{config.out}/figures/masks.png", "rb").read()).shape[1] == 768
+
+
+def test_rerun_skips_finished_batches(ffpp_run):
+    config, first = ffpp_run
+    again = run_prepare(config)
+    assert again.batches_skipped == again.batches == first.batches
+    assert again.crops == first.crops
+
+
+def test_bad_inputs_are_error_rows(ray_session, shared_data, bad_inputs, tmp_path):
+    from jobs.prepare import main
+
+    folder, expected = bad_inputs
+    out = tmp_path / "run"
+    code = main(["--data", str(folder), str(shared_data / "videos" / "dfdc"), "--out", str(out),
+                 "--every", "50", "--no-self-blend"])
+    assert code == 0
+    errors = {r["video_id"]: r["kind"] for r in pq.read_table(out / "prepare_errors").to_pylist()}
+    assert {k: errors[k] for k in expected} == expected
+    assert errors["brtujopkby.mp4"] == "no_original"  # the DFDC fake's original is absent
+    crops = pq.read_table(out / "crops").to_pylist()
+    assert {r["video_id"] for r in crops} == {"lynaeydofd.mp4"}
+
+
+def test_splits_keep_groups_whole_and_have_both_sides():
+    split = assign_splits([f"cluster:{i}" for i in range(50)] * 2, 0.2)
+    assert set(split.values()) == {"train", "val"}
+    assert 3 <= sum(v == "val" for v in split.values()) <= 20
+    assert set(assign_splits(["cluster:1", "cluster:2"], 0.2).values()) == {"train", "val"}
