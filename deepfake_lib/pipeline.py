@@ -21,6 +21,11 @@ class PipelineConfig:
     out: str
     data: tuple[str, ...] = ()
     force: bool = False
+    encoder: str = "tu-efficientnet_b0"
+    encoder_weights: str = "none"   # the demo runs offline; use imagenet on real data
+    image_size: int = 128
+    epochs: int = 3
+    workers: int = 2
 
 
 def sample_location(out: str) -> str:
@@ -33,7 +38,12 @@ def sample_location(out: str) -> str:
 def _stages(config: PipelineConfig, data: tuple[str, ...]) -> list[tuple[str, Callable[[], str]]]:
     from deepfake_lib.encode import EncodeConfig, run_encode  # noqa: PLC0415
     from deepfake_lib.identities import ClusterConfig, run_cluster  # noqa: PLC0415
+    from deepfake_lib.model import ModelConfig  # noqa: PLC0415
     from deepfake_lib.prepare import PrepareConfig, run_prepare  # noqa: PLC0415
+    from deepfake_lib.training import TrainConfig, run_train  # noqa: PLC0415
+
+    model = ModelConfig(encoder=config.encoder, encoder_weights=config.encoder_weights,
+                        image_size=config.image_size)
 
     return [
         ("encode", lambda: run_encode(EncodeConfig(data=data, out=config.out,
@@ -41,6 +51,9 @@ def _stages(config: PipelineConfig, data: tuple[str, ...]) -> list[tuple[str, Ca
         ("cluster", lambda: run_cluster(ClusterConfig(out=config.out)).text()),
         ("prepare", lambda: run_prepare(PrepareConfig(data=data, out=config.out,
                                                       overwrite=config.force)).text()),
+        ("train", lambda: run_train(TrainConfig(out=config.out, model=model,
+                                                workers=config.workers, epochs=config.epochs,
+                                                overwrite=config.force)).text()),
     ]
 
 

@@ -14,7 +14,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    kwargs = {"log_to_driver": True, "include_dashboard": False} if not address else {}
+    kwargs = {"log_to_driver": True} if not address else {}
     if num_cpus is not None and not address:
         kwargs["num_cpus"] = num_cpus
     ray.init(address=address, **kwargs)

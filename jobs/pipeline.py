@@ -19,9 +19,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, str | Non
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
     p.add_argument("--data", nargs="*", default=[], help="DFDC parts (default: the built-in sample)")
     p.add_argument("--force", action="store_true", help="rerun stages that are already done")
+    p.add_argument("--encoder", default="tu-efficientnet_b0", help="smp encoder of the detector")
+    p.add_argument("--encoder-weights", default="none",
+                   help="none (the offline demo), imagenet (real data, hub reachable) or a file")
+    p.add_argument("--image-size", type=int, default=128, help="training crop size, px")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
-    return PipelineConfig(out=a.out, data=tuple(a.data), force=a.force), a.address
+    return PipelineConfig(out=a.out, data=tuple(a.data), force=a.force, encoder=a.encoder,
+                          encoder_weights=a.encoder_weights, image_size=a.image_size,
+                          epochs=a.epochs, workers=a.workers), a.address
 
 
 def main(argv: list[str] | None = None) -> int:

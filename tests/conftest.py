@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from deepfake_lib.sample import SHARED_DATA_ENV, shared_data_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing pretrained file fails at once
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no version check over the network
 
 
 @pytest.fixture(scope="session")
@@ -65,16 +65,18 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
+        ray.init(num_cpus=2, log_to_driver=False,
+                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}})
     yield ray
     ray.shutdown()
 
 
-def copy_videos(src: Path, dst: Path, names: list[str] | None = None) -> Path:
-    """Copy some videos (and metadata.json) of a shared folder into a writable place."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for path in sorted(src.iterdir()):
-        if names is None or path.name in names or path.name == "metadata.json":
-            shutil.copy(path, dst / path.name)
-    return dst
+@pytest.fixture(scope="session")
+def ffpp_crops(ray_session, shared_data, tmp_path_factory):
+    """The prepare stage run once on the FF++ pairs (every 25th frame): a run directory with
+    crops/ for the prepare, train and score tests."""
+    from deepfake_lib.prepare import PrepareConfig, run_prepare
+
+    out = tmp_path_factory.mktemp("ffpp") / "run"
+    config = PrepareConfig(data=(str(shared_data / "videos" / "ffpp"),), out=str(out), every=25)
+    return config, run_prepare(config)

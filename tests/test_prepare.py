@@ -3,20 +3,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from deepfake_lib import faces
-from deepfake_lib.prepare import CROP_SCHEMA, PrepareConfig, assign_splits, run_prepare
+from deepfake_lib.prepare import CROP_SCHEMA, assign_splits, run_prepare
 
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(scope="module")
-def ffpp_run(ray_session, shared_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("prepare") / "run"
-    config = PrepareConfig(data=(str(shared_data / "videos" / "ffpp"),), out=str(out), every=25)
-    return config, run_prepare(config)
-
-
-def test_ffpp_pairs_become_crops_with_masks(ffpp_run):
-    config, summary = ffpp_run
+def test_ffpp_pairs_become_crops_with_masks(ffpp_crops):
+    config, summary = ffpp_crops
     table = pq.read_table(f"{config.out}/crops")
     assert table.schema.equals(CROP_SCHEMA, check_metadata=False)
     rows = table.to_pylist()
@@ -50,8 +43,8 @@ def test_ffpp_pairs_become_crops_with_masks(ffpp_run):
     assert faces.decode_image(open(f"{config.out}/figures/masks.png", "rb").read()).shape[1] == 768
 
 
-def test_rerun_skips_finished_batches(ffpp_run):
-    config, first = ffpp_run
+def test_rerun_skips_finished_batches(ffpp_crops):
+    config, first = ffpp_crops
     again = run_prepare(config)
     assert again.batches_skipped == again.batches == first.batches
     assert again.crops == first.crops

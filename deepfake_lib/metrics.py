@@ -1,0 +1,36 @@
+"""Scores of fake probabilities against labels (1 = fake), as the leaderboard computes them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Kaggle's DFDC clipped predictions before the log loss; so do we.
+CLIP = 1e-15
+
+
+def log_loss(labels: np.ndarray, probs: np.ndarray, clip: float = CLIP) -> float:
+    """Binary log loss with probabilities clipped to ``[clip, 1 - clip]``."""
+    y = np.asarray(labels, dtype=float)
+    p = np.clip(np.asarray(probs, dtype=float), clip, 1 - clip)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if len(y) else float("nan")
+
+
+def binary_scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Log loss, AUC, average precision and accuracy at 0.5 (AUC and AP are NaN when only one
+    class is present)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: PLC0415
+
+    y, p = np.asarray(labels, dtype=int), np.asarray(probs, dtype=float)
+    both = len(set(y.tolist())) == 2
+    return {"logloss": log_loss(y, p),
+            "auc": float(roc_auc_score(y, p)) if both else float("nan"),
+            "ap": float(average_precision_score(y, p)) if both else float("nan"),
+            "accuracy": float(np.mean((p >= 0.5) == (y == 1))) if len(y) else float("nan"),
+            "count": int(len(y))}
+
+
+def mask_iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union of binary masks, summed over the batch; 1.0 when both are empty."""
+    pred, truth = np.asarray(pred, dtype=bool), np.asarray(truth, dtype=bool)
+    union = np.logical_or(pred, truth).sum()
+    return float(np.logical_and(pred, truth).sum() / union) if union else 1.0

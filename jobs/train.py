@@ -1,0 +1,60 @@
+"""Train stage: a segmentation network with a classification head, on Ray Train.
+
+    python jobs/train.py --out RUN [--workers 2] [--use-gpu] [--encoder tu-efficientnet_b0]
+                         [--encoder-weights imagenet|none|PATH] [--epochs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from deepfake_lib.model import ModelConfig
+from deepfake_lib.runtime import init_ray
+from deepfake_lib.training import TrainConfig, run_train
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", required=True, help="run directory holding crops/ (local or s3://)")
+    p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
+    p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, mixed precision")
+    p.add_argument("--arch", default="Unet", help="segmentation-models-pytorch architecture")
+    p.add_argument("--encoder", default="tu-efficientnet_b0", help="smp encoder name")
+    p.add_argument("--encoder-weights", default="imagenet", help="imagenet, none, or a weights file")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=16, help="per worker")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--mask-weight", type=float, default=1.0, help="weight of the mask loss")
+    p.add_argument("--label-weight", type=float, default=1.0, help="weight of the label loss")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--max-failures", type=int, default=2, help="worker failures survived")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
+    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    a = p.parse_args(argv)
+    model = ModelConfig(arch=a.arch, encoder=a.encoder, encoder_weights=a.encoder_weights,
+                        image_size=a.image_size)
+    config = TrainConfig(out=a.out, model=model, workers=a.workers, use_gpu=a.use_gpu,
+                         epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                         mask_weight=a.mask_weight, label_weight=a.label_weight,
+                         augment=not a.no_augment, max_failures=a.max_failures, seed=a.seed,
+                         overwrite=a.overwrite)
+    return config, a.address
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, address = parse_args(argv)
+    init_ray(address)
+    try:
+        summary = run_train(config)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 1
+    print(summary.text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from deepfake_lib.model import ModelConfig, load_detector
+from deepfake_lib.training import TrainConfig, epoch_rows, run_train
+
+TINY = ModelConfig(encoder="resnet18", encoder_weights="none", image_size=64)
+
+
+def _copy_crops(ffpp_crops, tmp_path):
+    config, _ = ffpp_crops
+    out = tmp_path / "run"
+    shutil.copytree(os.path.join(config.out, "crops"), out / "crops")
+    return out
+
+
+@pytest.mark.ray
+def test_two_workers_learn_checkpoint_and_give_a_usable_detector(ffpp_crops, tmp_path):
+    out = _copy_crops(ffpp_crops, tmp_path)
+    summary = run_train(TrainConfig(out=str(out), model=TINY, workers=2, epochs=3,
+                                    batch_size=8, lr=1e-3, augment=False))
+    history = json.loads((out / "model" / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    for key in ("val_logloss", "val_auc", "val_accuracy", "val_video_logloss", "val_mask_iou"):
+        assert key in history[0]
+    assert summary.best_epoch in (1, 2, 3)
+    assert list((out / "train_runs" / "train").glob("checkpoint_*"))
+    detector = load_detector(str(out / "model"))
+    assert detector.config.image_size == 64 and 0 < detector.config.prior < 1
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 255, shape, dtype=np.uint8) for shape in
+             [(40, 50, 3), (300, 300, 3), (64, 64, 3)]]
+    probs = detector.predict(crops)
+    assert probs.shape == (3,) and probs.dtype == np.float32
+    assert ((probs > 0) & (probs < 1)).all()
+
+
+@pytest.mark.ray
+def test_a_killed_worker_resumes_from_the_last_checkpoint(ffpp_crops, tmp_path):
+    out = _copy_crops(ffpp_crops, tmp_path)
+    marker = tmp_path / "killed"
+    run_train(TrainConfig(out=str(out), model=TINY, workers=2, epochs=2, batch_size=8,
+                          crash_once_marker=str(marker)))
+    assert marker.exists()  # a worker died after the first epoch's checkpoint
+    history = json.loads((out / "model" / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1]  # epoch 0 was not trained twice
+
+
+def test_bad_flags_fail_before_any_worker_starts(ffpp_crops, tmp_path, capsys):
+    from jobs.train import main
+
+    out = _copy_crops(ffpp_crops, tmp_path)
+    assert main(["--out", str(out), "--encoder", "no_such_encoder", "--encoder-weights", "none"]) == 1
+    assert "unknown architecture or encoder" in capsys.readouterr().err
+    assert main(["--out", str(out), "--encoder", "resnet18",
+                 "--encoder-weights", str(tmp_path / "missing.pt")]) == 1
+    assert "encoder weights file not found" in capsys.readouterr().err
+    assert main(["--out", str(out), "--encoder", "resnet18", "--encoder-weights", "imagenet"]) == 1
+    assert "could not get imagenet weights" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["--out", str(tmp_path / "empty"), "--encoder-weights", "none"]) == 1
+    assert "run jobs/prepare.py first" in capsys.readouterr().err
+    assert not (out / "train_runs").exists()
+
+
+def test_epoch_plan_is_balanced_and_equal_across_ranks():
+    labels = np.array([1] * 50 + [0] * 10)
+    plans = [epoch_rows(labels, epoch=3, seed=0, rank=r, world=3) for r in range(3)]
+    assert len({len(p) for p in plans}) == 1
+    together = np.concatenate(plans)
+    assert len(set(together.tolist())) == len(together)  # no row on two ranks
+    assert labels[together].sum() == len(together) - labels[together].sum() or len(together) < 20
+    assert not np.array_equal(epoch_rows(labels, 1, 0, 0, 1), epoch_rows(labels, 2, 0, 0, 1))
