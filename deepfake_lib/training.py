@@ -285,15 +285,16 @@ def run_train(config: TrainConfig) -> TrainSummary:
     """Train with Ray Train and write ``RUN/model/``. A rerun with the same model resumes from
     the latest checkpoint in ``RUN/train_runs``. Raises ValueError (or FileNotFoundError,
     RuntimeError) for bad settings before any worker starts."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # noqa: PLC0415
+    from ray.train import (CheckpointConfig, FailureConfig, RunConfig,  # noqa: PLC0415
+                           ScalingConfig, TrainingFailedError)
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
     from deepfake_lib.runtime import init_ray  # noqa: PLC0415
 
     start = time.monotonic()
+    run = RunDir(config.out)  # absolute: workers do not share the driver's working directory
     model_config = check_config(config)
-    config = replace(config, model=model_config)
-    run = RunDir(config.out)
+    config = replace(config, model=model_config, out=run.location)
     if config.overwrite:
         run.delete("train_runs")
         run.delete("model")
@@ -315,7 +316,11 @@ def run_train(config: TrainConfig) -> TrainSummary:
                                                checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=config.max_failures)),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as exc:
+        raise RuntimeError(f"training failed after {config.max_failures} restarts: "
+                           f"{str(exc)[-2000:]}") from None
     best = min(result.best_checkpoints, key=lambda cm: cm[1]["val_logloss"])[0] \
         if result.best_checkpoints else result.checkpoint
     with best.as_directory() as d:

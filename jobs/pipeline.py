@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     init_ray(address)
     try:
         run = run_pipeline(config)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
+    except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as exc:
         print(f"pipeline: {exc}", file=sys.stderr)
         return 1
     print(f"pipeline: done in {time.monotonic() - start:.0f} s; everything is in {run.location}")
