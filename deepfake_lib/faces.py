@@ -222,6 +222,19 @@ def crop_face(rgb: np.ndarray, box: Box, margin: float = 0.25, size: int | None 
     return crop
 
 
+def crop_face_with_box(rgb: np.ndarray, box: tuple[float, float, float, float], margin: float,
+                       size: int) -> tuple[np.ndarray, Box]:
+    """The ``size`` x ``size`` square crop around ``box`` grown by ``margin`` (as the prepare
+    and score stages crop), and ``box`` in the crop's pixels."""
+    int_box = clip_box(box, *rgb.shape[:2])
+    top, right, bottom, left = expand_box(int_box, margin, *rgb.shape[:2])
+    sy, sx = size / max(1, bottom - top), size / max(1, right - left)
+    inner = clip_box(((int_box[0] - top) * sy, (int_box[1] - left) * sx,
+                      (int_box[2] - top) * sy, (int_box[3] - left) * sx), size, size)
+    crop = cv2.resize(rgb[top:bottom, left:right], (size, size), interpolation=cv2.INTER_AREA)
+    return crop, inner
+
+
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                            [cv2.IMWRITE_JPEG_QUALITY, quality])

@@ -97,7 +97,9 @@ class Detector:
                 "cuda", dtype=torch.float16, enabled=self.device.startswith("cuda")):
             for start in range(0, len(faces), batch_size):
                 batch = to_batch(faces[start:start + batch_size], self.config.image_size)
-                _, logits = self.model(batch.to(self.device))
+                # the label needs the encoder and the classification head, not the decoder
+                features = self.model.encoder(batch.to(self.device))
+                logits = self.model.classification_head(features[-1])
                 out.append(torch.sigmoid(logits.float()).squeeze(1).cpu().numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 

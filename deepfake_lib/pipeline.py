@@ -40,6 +40,7 @@ def _stages(config: PipelineConfig, data: tuple[str, ...]) -> list[tuple[str, Ca
     from deepfake_lib.identities import ClusterConfig, run_cluster  # noqa: PLC0415
     from deepfake_lib.model import ModelConfig  # noqa: PLC0415
     from deepfake_lib.prepare import PrepareConfig, run_prepare  # noqa: PLC0415
+    from deepfake_lib.scoring import ScoreConfig, run_score  # noqa: PLC0415
     from deepfake_lib.training import TrainConfig, run_train  # noqa: PLC0415
 
     model = ModelConfig(encoder=config.encoder, encoder_weights=config.encoder_weights,
@@ -53,6 +54,8 @@ def _stages(config: PipelineConfig, data: tuple[str, ...]) -> list[tuple[str, Ca
                                                       overwrite=config.force)).text()),
         ("train", lambda: run_train(TrainConfig(out=config.out, model=model,
                                                 workers=config.workers, epochs=config.epochs,
+                                                overwrite=config.force)).text()),
+        ("score", lambda: run_score(ScoreConfig(data=data, out=config.out,
                                                 overwrite=config.force)).text()),
     ]
 
@@ -77,4 +80,11 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
         log(f"pipeline: {name} ...")
         log(stage())
         log(f"pipeline: {name} took {time.monotonic() - start:.1f} s")
+    if run.exists("leaderboard.json"):
+        log("leaderboard: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in run.read_json("leaderboard.json").items()))
+    figures = run.list("figures", ".png") + [f"clusters/{n}" for n in
+                                             run.list("figures/clusters", ".png")]
+    log(f"figures ({len(figures)}) in {run.uri('figures')}: " + ", ".join(figures[:8])
+        + (" ..." if len(figures) > 8 else ""))
     return run

@@ -151,22 +151,6 @@ def make_plan(run: RunDir, config: PrepareConfig) -> tuple[pa.Table, list[dict]]
     return pa.Table.from_pylist(units, schema=PLAN_SCHEMA), errors
 
 
-def _crop(frame: np.ndarray, box: tuple[float, ...], config: PrepareConfig
-          ) -> tuple[np.ndarray, faces.Box]:
-    """The square crop around ``box`` (resized to ``crop_size``) and the box in its pixels."""
-    import cv2  # noqa: PLC0415
-
-    int_box = faces.clip_box(box, *frame.shape[:2])
-    top, right, bottom, left = faces.expand_box(int_box, config.margin, *frame.shape[:2])
-    crop = frame[top:bottom, left:right]
-    sy, sx = config.crop_size / max(1, bottom - top), config.crop_size / max(1, right - left)
-    inner = faces.clip_box(((int_box[0] - top) * sy, (int_box[1] - left) * sx,
-                            (int_box[2] - top) * sy, (int_box[3] - left) * sx),
-                           config.crop_size, config.crop_size)
-    return cv2.resize(crop, (config.crop_size, config.crop_size),
-                      interpolation=cv2.INTER_AREA), inner
-
-
 def prepare_unit(unit: dict, detector: faces.FaceDetector, config: PrepareConfig) -> list[dict]:
     """The crop rows of one unit of work (raises ``video.VideoError`` for an unreadable video)."""
     with storage.local_copy(unit["original_path"]) as original_path:
@@ -184,13 +168,15 @@ def prepare_unit(unit: dict, detector: faces.FaceDetector, config: PrepareConfig
     for index in indices:
         present = sorted(tracks.boxes_at(index), key=lambda tb: -(tb[1][2] - tb[1][0]))
         for track_id, box in present[: config.max_tracks]:
-            real_crop, inner = _crop(originals[index], box, config)
+            real_crop, inner = faces.crop_face_with_box(originals[index], box, config.margin,
+                                                         config.crop_size)
             base = {"original_id": unit["original_id"], "frame_index": index,
                     "track_id": track_id, "cluster": unit["cluster"], "split": unit["split"]}
             if empty is None:
                 empty = figures.png_bytes(np.zeros((config.crop_size,) * 2, np.uint8))
             if unit["kind"] == "pair":
-                fake_crop, _ = _crop(fakes[index], box, config)
+                fake_crop, _ = faces.crop_face_with_box(fakes[index], box, config.margin,
+                                                        config.crop_size)
                 mask = masks.diff_mask(real_crop, fake_crop, config.mask_method)
                 rows.append({**base, "video_id": unit["video_id"], "kind": "pair", "label": 1,
                              "image": figures.png_bytes(fake_crop), "mask": figures.png_bytes(mask)})

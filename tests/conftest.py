@@ -80,3 +80,20 @@ def ffpp_crops(ray_session, shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("ffpp") / "run"
     config = PrepareConfig(data=(str(shared_data / "videos" / "ffpp"),), out=str(out), every=25)
     return config, run_prepare(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(ffpp_crops, tmp_path_factory) -> Path:
+    """A tiny detector (ResNet-18 U-Net, 64 px, one epoch) trained on the FF++ crops."""
+    import shutil
+
+    from deepfake_lib.model import ModelConfig
+    from deepfake_lib.training import TrainConfig, run_train
+
+    config, _ = ffpp_crops
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    shutil.copytree(Path(config.out) / "crops", out / "crops")
+    run_train(TrainConfig(out=str(out), workers=1, epochs=1, batch_size=16,
+                          model=ModelConfig(encoder="resnet18", encoder_weights="none",
+                                            image_size=64)))
+    return out / "model"

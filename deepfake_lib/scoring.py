@@ -1,0 +1,447 @@
+"""The score stage: one fake probability per video, within a per-video time budget, from a
+pool of Ray actors that each load the face detector and the trained model once.
+
+Per video (:func:`score_video`): decode, in one pass, the detection frames (one a second) and
+``frames`` frames to classify spread over the video; link detections into face tracks and
+interpolate boxes (:mod:`deepfake_lib.tracks`); crop as the prepare stage does; classify in
+a coarse-to-fine frame order, so that when the budget runs out the frames already classified
+still span the video (the answer is *anytime*); aggregate frames to tracks and tracks to the
+video (fake if any person is fake); clip.
+
+The driver keeps the budget honest: a video whose actor has not answered by budget + grace is
+recorded as ``timeout`` with the fallback probability and its actor is killed and replaced; an
+actor that dies is replaced and its video retried once. Rows are written per deterministic
+batch (``RUN/scores/<batch>.parquet``), so a rerun scores only what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from deepfake_lib import batches, faces, metrics, storage, video
+from deepfake_lib.dataset import build_manifest
+from deepfake_lib.progress import Progress, format_seconds
+from deepfake_lib.storage import RunDir
+from deepfake_lib.tracks import detect_frames, track_faces
+
+SCORE_SCHEMA = pa.schema([
+    ("video_id", pa.string()),
+    ("prob", pa.float32()),          # probability that the video is fake, clipped
+    ("status", pa.string()),         # ok, no_face, timeout, error
+    ("message", pa.string()),
+    ("n_faces", pa.int32()),         # face crops classified
+    ("n_tracks", pa.int32()),
+    ("n_frames", pa.int32()),        # frames classified
+    ("seconds", pa.float32()),       # wall time for the video, end to end
+    ("decode_s", pa.float32()),
+    ("locate_s", pa.float32()),      # face detection and tracking
+    ("classify_s", pa.float32()),
+    ("label", pa.int8()),            # 1 fake, 0 real, null unknown
+])
+
+AGGREGATIONS = ("confident", "mean", "max_track")
+STATUSES = ("ok", "no_face", "timeout", "error")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    data: tuple[str, ...]
+    out: str
+    model: str | None = None          # default RUN/model
+    budget_s: float = 8.0
+    grace_s: float = 4.0
+    frames: int = 32                  # frames classified per video
+    detect_every_s: float = 1.0
+    detector: str = "mtcnn"
+    margin: float = 0.3               # as the prepare stage crops
+    crop_size: int = 256
+    max_tracks: int = 4
+    aggregation: str = "confident"
+    clip: float = 0.01
+    fallback: float | None = None     # None: the model's training prior
+    actors: int | None = None         # default: what the cluster's resources allow
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    batch_size: int = 64              # videos per output file
+    overwrite: bool = False
+    progress_every_s: float = 10.0
+    # Test hooks: these videos sleep for ``slow_seconds`` inside the actor, ignoring the
+    # budget; with ``crash_once_marker``, the first actor to score a video dies once.
+    slow_videos: tuple[str, ...] = ()
+    slow_seconds: float = 3600.0
+    crash_once_marker: str | None = None
+
+
+@dataclass
+class ScoreSummary:
+    out: str
+    videos: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    leaderboard: dict | None = None
+    seconds: float = 0.0
+
+    def text(self) -> str:
+        statuses = ", ".join(f"{n} {k}" for k, n in sorted(self.statuses.items()))
+        text = (f"score: {self.videos} videos ({statuses}) in {format_seconds(self.seconds)}; "
+                f"submission in {storage.join(self.out, 'submission.csv')}")
+        if self.leaderboard:
+            lb = self.leaderboard
+            text += (f"\nleaderboard: log loss {lb['logloss']:.4f}, AUC {lb['auc']:.3f}, "
+                     f"AP {lb['ap']:.3f}, accuracy {lb['accuracy']:.3f} on {lb['count']} "
+                     f"labelled videos; seconds per video p50 {lb['time_p50']:.2f}, "
+                     f"p95 {lb['time_p95']:.2f}, max {lb['time_max']:.2f}")
+        return text
+
+
+def aggregate(track_probs: dict[int, list[float]], rule: str = "confident") -> float:
+    """One probability from per-track frame probabilities.
+
+    ``mean``: all crops alike. ``max_track``: each track's mean, then the most fake track.
+    ``confident`` (after the DFDC winner): within a track, if more than 40% of frames are
+    confidently fake (> 0.8), their mean; if more than 90% are confidently real (< 0.2), their
+    mean; else the mean of all; then the most fake track.
+    """
+    if rule not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {rule!r}; choose one of {', '.join(AGGREGATIONS)}")
+    if not track_probs:
+        raise ValueError("no track to aggregate")
+    if rule == "mean":
+        return float(np.mean([p for ps in track_probs.values() for p in ps]))
+    per_track = []
+    for ps in track_probs.values():
+        p = np.asarray(ps, dtype=float)
+        if rule == "confident":
+            fake, real = p[p > 0.8], p[p < 0.2]
+            if len(fake) > 0.4 * len(p):
+                per_track.append(float(fake.mean()))
+                continue
+            if len(real) > 0.9 * len(p):
+                per_track.append(float(real.mean()))
+                continue
+        per_track.append(float(p.mean()))
+    return max(per_track)
+
+
+def coarse_to_fine(n: int) -> list[int]:
+    """``0..n-1`` reordered so that every prefix is spread over the whole range."""
+    order, seen, step = [], set(), 1 << max(0, (n - 1).bit_length())
+    while step >= 1:
+        for i in range(0, n, step):
+            if i not in seen:
+                seen.add(i)
+                order.append(i)
+        step //= 2
+    return order
+
+
+def score_video(path: str, face_detector: faces.FaceDetector, model, config: ScoreConfig,
+                fallback: float) -> dict:
+    """Score one video within ``config.budget_s``; never raises (failures are statuses)."""
+    start = time.perf_counter()
+    deadline = start + config.budget_s
+    row = {"status": "error", "prob": fallback, "message": "", "n_faces": 0, "n_tracks": 0,
+           "n_frames": 0, "decode_s": 0.0, "locate_s": 0.0, "classify_s": 0.0}
+    try:
+        with storage.local_copy(path) as local:
+            info = video.probe(local)
+            wanted = detect_frames(info, config.detect_every_s)
+            chosen = sorted({int(round(i)) for i in
+                             np.linspace(0, info.frame_count - 1, min(config.frames, info.frame_count))})
+            t = time.perf_counter()
+            decoded = video.read_frames(local, set(wanted) | set(chosen))
+            row["decode_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            tracks = track_faces(local, face_detector, config.detect_every_s, frames=decoded)
+            row["locate_s"] = time.perf_counter() - t
+        row["n_tracks"] = len(tracks.tracks)
+        track_probs: dict[int, list[float]] = {}
+        t = time.perf_counter()
+        classified = 0
+        order = [chosen[i] for i in coarse_to_fine(len(chosen))]
+        for begin in range(0, len(order), 8):
+            if time.perf_counter() > deadline and track_probs:
+                break
+            crops, owners = [], []
+            for index in order[begin:begin + 8]:
+                present = sorted(tracks.boxes_at(index), key=lambda tb: tb[1][0] - tb[1][2])
+                for track_id, box in present[: config.max_tracks]:
+                    crops.append(faces.crop_face_with_box(decoded[index], box, config.margin,
+                                                          config.crop_size)[0])
+                    owners.append(track_id)
+            classified += len(order[begin:begin + 8])
+            if crops:
+                for track_id, p in zip(owners, model.predict(crops)):
+                    track_probs.setdefault(track_id, []).append(float(p))
+        row["classify_s"] = time.perf_counter() - t
+        row["n_frames"] = classified
+        row["n_faces"] = sum(len(v) for v in track_probs.values())
+        if not track_probs:
+            row.update(status="no_face", message="no face tracked in the video")
+        else:
+            prob = aggregate(track_probs, config.aggregation)
+            row["prob"] = float(np.clip(prob, config.clip, 1 - config.clip))
+            late = classified < len(order)
+            row["status"] = "timeout" if late else "ok"
+            if late:
+                row["message"] = (f"budget reached: {classified} of {len(order)} frames "
+                                  "classified (anytime prediction)")
+    except video.VideoError as exc:
+        row.update(status="error", message=f"{exc.kind}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - one video's failure must not end the run
+        row.update(status="error", message=f"{type(exc).__name__}: {exc}")
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+class VideoScorer:
+    """What each actor holds: the face detector and the model, loaded once."""
+
+    def __init__(self, model_dir: str, config: ScoreConfig):
+        from deepfake_lib.model import load_detector  # noqa: PLC0415
+
+        device = "cuda" if config.gpus_per_actor > 0 else "cpu"
+        self.config = config
+        self.model = load_detector(model_dir, device=device)
+        self.faces = faces.get_detector(config.detector, device)
+        self.fallback = config.fallback if config.fallback is not None else self.model.config.prior
+
+    def ready(self) -> bool:
+        return True
+
+    def score(self, video_id: str, path: str) -> dict:
+        import os  # noqa: PLC0415
+
+        marker = self.config.crash_once_marker
+        if marker and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        if video_id in self.config.slow_videos:
+            time.sleep(self.config.slow_seconds)
+        return {"video_id": video_id, **score_video(path, self.faces, self.model, self.config,
+                                                    self.fallback)}
+
+
+def _label(value: str | None) -> int | None:
+    return {"FAKE": 1, "REAL": 0}.get(value or "")
+
+
+def leaderboard(rows: list[dict], clip: float = metrics.CLIP) -> dict | None:
+    """Scores of the labelled rows (None when none is labelled), statuses and times."""
+    labelled = [r for r in rows if r["label"] is not None]
+    if not labelled:
+        return None
+    y = np.array([r["label"] for r in labelled])
+    p = np.array([r["prob"] for r in labelled])
+    board = metrics.binary_scores(y, p)
+    board["logloss"] = metrics.log_loss(y, p, clip)
+    seconds = np.array([r["seconds"] for r in rows])
+    board.update(statuses=dict(Counter(r["status"] for r in rows)),
+                 time_p50=float(np.percentile(seconds, 50)),
+                 time_p95=float(np.percentile(seconds, 95)), time_max=float(seconds.max()))
+    return board
+
+
+def _figures(run: RunDir, rows: list[dict]) -> None:
+    """ROC and calibration plots of the labelled rows."""
+    import io  # noqa: PLC0415
+
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from sklearn.metrics import roc_curve  # noqa: PLC0415
+
+    labelled = [r for r in rows if r["label"] is not None]
+    y = np.array([r["label"] for r in labelled])
+    p = np.array([r["prob"] for r in labelled])
+    if len(set(y.tolist())) < 2:
+        return
+    fpr, tpr, _ = roc_curve(y, p)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5), dpi=100)
+    ax1.plot(fpr, tpr, lw=2)
+    ax1.plot([0, 1], [0, 1], "k--", lw=1)
+    ax1.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    bins = np.linspace(0, 1, 11)
+    which = np.clip(np.digitize(p, bins) - 1, 0, 9)
+    centres = [(p[which == b].mean(), y[which == b].mean(), (which == b).sum())
+               for b in range(10) if (which == b).any()]
+    ax2.plot([0, 1], [0, 1], "k--", lw=1)
+    ax2.scatter([c[0] for c in centres], [c[1] for c in centres],
+                s=[20 + 10 * c[2] for c in centres])
+    ax2.set(xlabel="predicted probability of fake", ylabel="share of fakes",
+            title="calibration (area: videos)", xlim=(0, 1), ylim=(0, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    run.write_bytes("figures/roc_calibration.png", buf.getvalue())
+
+
+class _Pool:
+    """Actors fed one video at a time, each call watched against budget + grace. An actor
+    gets videos only once it has loaded its models, so start-up never counts as a video's
+    time."""
+
+    MAX_START_FAILURES = 3
+
+    def __init__(self, size: int, model_dir: str, config: ScoreConfig):
+        import ray  # noqa: PLC0415
+
+        self.ray, self.config, self.model_dir = ray, config, model_dir
+        self.remote = ray.remote(VideoScorer).options(
+            num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor, max_restarts=0)
+        self.idle: list = []
+        self.starting: dict = {}  # ready() ref -> actor
+        self.running: dict = {}   # score() ref -> (actor, video row, started, tries)
+        self.start_failures = 0
+        self.retry: list[dict] = []  # videos whose actor died once, to run again
+        for _ in range(size):
+            self._new()
+
+    def _new(self) -> None:
+        actor = self.remote.remote(self.model_dir, self.config)
+        self.starting[actor.ready.remote()] = actor
+
+    def submit(self, row: dict, tries: int = 0) -> None:
+        actor = self.idle.pop()
+        ref = actor.score.remote(row["video_id"], row["path"])
+        self.running[ref] = (actor, row, time.monotonic(), tries)
+
+    def _replace(self, actor) -> None:
+        self.ray.kill(actor)
+        self._new()
+
+    def collect(self) -> list[tuple[dict, dict]]:
+        """Wait a little; return ``(video row, score row)`` for videos that finished, timed
+        out, or failed twice; resubmit those whose actor died once."""
+        ray = self.ray
+        refs = list(self.running) + list(self.starting)
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0.2) if refs else ([], [])
+        out = []
+        for ref in done:
+            if ref in self.starting:
+                actor = self.starting.pop(ref)
+                try:
+                    ray.get(ref)
+                    self.idle.append(actor)
+                except ray.exceptions.RayError as exc:
+                    self.start_failures += 1
+                    if self.start_failures > self.MAX_START_FAILURES:
+                        raise RuntimeError(f"scoring actors cannot start: {exc}") from None
+                    self._replace(actor)
+                continue
+            actor, row, started, tries = self.running.pop(ref)
+            try:
+                out.append((row, ray.get(ref)))
+                self.idle.append(actor)
+            except ray.exceptions.RayActorError as exc:
+                self._replace(actor)
+                if tries == 0:
+                    self.retry.append(row)
+                else:
+                    out.append((row, self._failed(row, "error", f"actor died twice: {exc}"[:500],
+                                                  time.monotonic() - started)))
+            except ray.exceptions.RayError as exc:
+                self.idle.append(actor)
+                out.append((row, self._failed(row, "error", str(exc)[:500],
+                                              time.monotonic() - started)))
+        limit = self.config.budget_s + self.config.grace_s
+        for ref, (actor, row, started, _) in list(self.running.items()):
+            if time.monotonic() - started > limit:
+                del self.running[ref]
+                self._replace(actor)
+                out.append((row, self._failed(row, "timeout", f"no answer within {limit:g} s; "
+                                              "worker killed and replaced",
+                                              time.monotonic() - started)))
+        return out
+
+    def _failed(self, row: dict, status: str, message: str, seconds: float) -> dict:
+        return {"video_id": row["video_id"], "prob": None, "status": status, "message": message,
+                "n_faces": 0, "n_tracks": 0, "n_frames": 0, "seconds": seconds,
+                "decode_s": None, "locate_s": None, "classify_s": None}
+
+
+def default_actors(config: ScoreConfig) -> int:
+    import ray  # noqa: PLC0415
+
+    resources = ray.cluster_resources()
+    if config.gpus_per_actor > 0:
+        return max(1, int(resources.get("GPU", 0) // config.gpus_per_actor))
+    return max(1, int(resources.get("CPU", 1) // config.cpus_per_actor))
+
+
+def run_score(config: ScoreConfig) -> ScoreSummary:
+    """Score every video under ``config.data``; write scores, submission and leaderboard."""
+    from deepfake_lib.model import ModelConfig  # noqa: PLC0415
+    from deepfake_lib.runtime import init_ray  # noqa: PLC0415
+
+    start = time.monotonic()
+    run = RunDir(config.out)
+    model_dir = config.model or run.uri("model")
+    if not storage.is_uri(model_dir):
+        model_dir = RunDir(model_dir).location
+    if not storage.exists(storage.join(model_dir, "config.json")):
+        raise FileNotFoundError(f"no trained model in {model_dir}: run jobs/train.py first")
+    prior = ModelConfig.from_json(storage.read_bytes(storage.join(model_dir, "config.json"))).prior
+    fallback = config.fallback if config.fallback is not None else prior
+    if config.aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {config.aggregation!r}")
+    manifest = build_manifest(list(config.data)).table
+    if manifest.num_rows == 0:
+        raise ValueError(f"no video under {', '.join(config.data)}")
+    manifest = manifest.sort_by([("part", "ascending"), ("video_id", "ascending")])
+    planned = batches.plan(manifest, config.batch_size)
+    done = batches.done_batches(run, "scores", {n for n, _ in planned}, config.overwrite,
+                                ("scores",))
+    init_ray()
+    todo = [(n, rows.to_pylist()) for n, rows in planned if n not in done]
+    size = min(config.actors or default_actors(config), max(1, sum(len(r) for _, r in todo)))
+    progress = Progress("score", sum(len(r) for _, r in todo), every_s=config.progress_every_s)
+    if todo:
+        pool = _Pool(size, model_dir, config)
+        waiting = [(name, row) for name, rows in todo for row in rows]
+        batch_of = {row["video_id"]: name for name, row in waiting}
+        results: dict[str, dict[str, dict]] = {name: {} for name, _ in todo}
+        expected = {name: len(rows) for name, rows in todo}
+        queue = iter(waiting)
+        remaining = len(waiting)
+        while remaining:
+            while pool.idle and pool.retry:
+                pool.submit(pool.retry.pop(), tries=1)
+            while pool.idle and (item := next(queue, None)) is not None:
+                pool.submit(item[1])
+            for row, scored in pool.collect():
+                remaining -= 1
+                if scored["prob"] is None:
+                    scored["prob"] = fallback
+                scored["label"] = _label(row["label"])
+                name = batch_of[row["video_id"]]
+                results[name][row["video_id"]] = scored
+                progress.update(1, **{scored["status"]: 1})
+                if len(results[name]) == expected[name]:
+                    run.write_parquet(f"scores/{name}.parquet",
+                                      pa.Table.from_pylist(list(results.pop(name).values()),
+                                                           SCORE_SCHEMA))
+        for actor in pool.idle + list(pool.starting.values()):
+            pool.ray.kill(actor)
+    progress.close()
+
+    rows = run.read_parquet("scores").to_pylist()
+    by_id = {r["video_id"]: r for r in rows}
+    lines = ["filename,label"] + [f"{v},{by_id[v]['prob']:.6f}" if v in by_id
+                                  else f"{v},{fallback:.6f}"
+                                  for v in manifest.column("video_id").to_pylist()]
+    run.write_bytes("submission.csv", ("\n".join(lines) + "\n").encode())
+    board = leaderboard(rows)
+    if board is not None:
+        run.write_json("leaderboard.json", board)
+        _figures(run, rows)
+    summary = ScoreSummary(out=run.location, videos=len(rows),
+                           statuses=dict(Counter(r["status"] for r in rows)), leaderboard=board,
+                           seconds=time.monotonic() - start)
+    run.write_json("score.json", {"config": asdict(config), "summary": asdict(summary)})
+    return summary

@@ -1,0 +1,60 @@
+"""Score stage: one fake probability per video within a time budget, from a pool of actors.
+
+    python jobs/score.py --data PATH [PATH ...] --out RUN [--model DIR] [--budget-s 8]
+                         [--actors N] [--gpus-per-actor G] [--frames 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from deepfake_lib.faces import DETECTORS
+from deepfake_lib.runtime import init_ray
+from deepfake_lib.scoring import AGGREGATIONS, ScoreConfig, run_score
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", nargs="+", required=True, help="folders (or s3:// URIs) of videos")
+    p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
+    p.add_argument("--model", default=None, help="trained model folder (default RUN/model)")
+    p.add_argument("--budget-s", type=float, default=8.0, help="seconds per video (Kaggle: 8)")
+    p.add_argument("--grace-s", type=float, default=4.0, help="after budget + grace a worker is replaced")
+    p.add_argument("--frames", type=int, default=32, help="frames classified per video")
+    p.add_argument("--detect-every-s", type=float, default=1.0)
+    p.add_argument("--detector", default="mtcnn", choices=DETECTORS)
+    p.add_argument("--aggregation", default="confident", choices=AGGREGATIONS)
+    p.add_argument("--clip", type=float, default=0.01, help="probabilities clipped to [clip, 1-clip]")
+    p.add_argument("--fallback", type=float, default=None,
+                   help="probability for failed videos (default: the training prior)")
+    p.add_argument("--actors", type=int, default=None, help="default: what the cluster allows")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0)
+    p.add_argument("--gpus-per-actor", type=float, default=0.0)
+    p.add_argument("--batch-size", type=int, default=64, help="videos per output file")
+    p.add_argument("--overwrite", action="store_true", help="delete earlier scores in --out first")
+    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    a = p.parse_args(argv)
+    config = ScoreConfig(data=tuple(a.data), out=a.out, model=a.model, budget_s=a.budget_s,
+                         grace_s=a.grace_s, frames=a.frames, detect_every_s=a.detect_every_s,
+                         detector=a.detector, aggregation=a.aggregation, clip=a.clip,
+                         fallback=a.fallback, actors=a.actors, cpus_per_actor=a.cpus_per_actor,
+                         gpus_per_actor=a.gpus_per_actor, batch_size=a.batch_size,
+                         overwrite=a.overwrite)
+    return config, a.address
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, address = parse_args(argv)
+    init_ray(address)
+    try:
+        summary = run_score(config)
+    except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as exc:
+        print(f"score: {exc}", file=sys.stderr)
+        return 1
+    print(summary.text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

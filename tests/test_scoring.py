@@ -1,0 +1,111 @@
+import csv
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import log_loss as sk_log_loss
+
+from deepfake_lib import metrics
+from deepfake_lib.scoring import SCORE_SCHEMA, ScoreConfig, aggregate, coarse_to_fine, run_score
+
+
+def _submission(out):
+    with open(out / "submission.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.ray
+def test_every_shared_video_is_scored_once_and_the_leaderboard_is_right(tiny_model, shared_data,
+                                                                         tmp_path):
+    out = tmp_path / "run"
+    summary = run_score(ScoreConfig(data=(str(shared_data / "videos"),), out=str(out),
+                                    model=str(tiny_model), frames=8))
+    names = [r["filename"] for r in _submission(out)]
+    assert sorted(names) == sorted(p.name for p in (shared_data / "videos").glob("*/*.mp4"))
+    scores = pq.read_table(out / "scores")
+    assert scores.schema.equals(SCORE_SCHEMA, check_metadata=False)
+    rows = scores.to_pylist()
+    assert {r["status"] for r in rows} == {"ok"} and summary.statuses == {"ok": 11}
+    for r in rows:
+        assert 0.01 <= r["prob"] <= 0.99 and r["n_faces"] >= r["n_frames"] > 0
+        assert r["seconds"] >= r["decode_s"] + r["locate_s"] + r["classify_s"] - 1e-3
+    labelled = [r for r in rows if r["label"] is not None]
+    assert len(labelled) == 8  # FF++ (6) and DFDC (2); the clips are unlabelled
+    board = json.loads((out / "leaderboard.json").read_text())
+    expected = sk_log_loss([r["label"] for r in labelled], [r["prob"] for r in labelled],
+                           labels=[0, 1])
+    assert board["logloss"] == pytest.approx(expected, rel=1e-9)
+    assert board["statuses"] == {"ok": 11} and board["count"] == 8
+    assert 0 < board["time_p50"] <= board["time_p95"] <= board["time_max"]
+    assert (out / "figures" / "roc_calibration.png").stat().st_size > 10_000
+
+    again = run_score(ScoreConfig(data=(str(shared_data / "videos"),), out=str(out),
+                                  model=str(tiny_model), frames=8))
+    assert again.videos == 11 and _submission(out) == _submission(out)
+
+
+@pytest.mark.ray
+def test_a_stuck_video_times_out_and_the_others_score(tiny_model, shared_data, tmp_path):
+    out = tmp_path / "run"
+    config = ScoreConfig(data=(str(shared_data / "videos" / "clips"),), out=str(out),
+                         model=str(tiny_model), frames=8, budget_s=4.0, grace_s=2.0,
+                         fallback=0.5, slow_videos=("news_anchor.mp4",))
+    run_score(config)
+    rows = {r["video_id"]: r for r in pq.read_table(out / "scores").to_pylist()}
+    stuck = rows["news_anchor.mp4"]
+    assert stuck["status"] == "timeout" and stuck["prob"] == 0.5
+    assert 6.0 <= stuck["seconds"] < 6.0 + 3.0  # killed at budget + grace, not after an hour
+    assert {rows[v]["status"] for v in rows if v != "news_anchor.mp4"} == {"ok"}
+    assert len(_submission(out)) == 3
+
+
+@pytest.mark.ray
+def test_bad_inputs_get_error_rows_with_the_fallback(tiny_model, shared_data, bad_inputs,
+                                                     tmp_path):
+    folder, expected = bad_inputs
+    out = tmp_path / "run"
+    run_score(ScoreConfig(data=(str(folder), str(shared_data / "videos" / "dfdc")), out=str(out),
+                          model=str(tiny_model), frames=8, fallback=0.37))
+    rows = {r["video_id"]: r for r in pq.read_table(out / "scores").to_pylist()}
+    for name, kind in expected.items():
+        assert rows[name]["status"] == "error" and rows[name]["prob"] == pytest.approx(0.37)
+        assert rows[name]["message"].startswith(kind)
+    assert rows["lynaeydofd.mp4"]["status"] == "ok"
+    assert sorted(r["filename"] for r in _submission(out)) == sorted(rows)
+
+
+@pytest.mark.ray
+def test_an_actor_that_dies_is_replaced_and_no_video_is_lost(tiny_model, shared_data, tmp_path):
+    out = tmp_path / "run"
+    marker = tmp_path / "died"
+    summary = run_score(ScoreConfig(data=(str(shared_data / "videos" / "ffpp"),), out=str(out),
+                                    model=str(tiny_model), frames=8,
+                                    crash_once_marker=str(marker)))
+    assert marker.exists()
+    assert summary.statuses == {"ok": 6}
+    assert sorted(r["filename"] for r in _submission(out)) == sorted(
+        p.name for p in (shared_data / "videos" / "ffpp").glob("*.mp4"))
+
+
+def test_aggregation_rules():
+    tracks = {0: [0.1, 0.1, 0.1, 0.1], 1: [0.9, 0.95, 0.2, 0.1, 0.85]}
+    assert aggregate(tracks, "mean") == pytest.approx(np.mean([0.1] * 4 + [0.9, 0.95, 0.2, 0.1, 0.85]))
+    assert aggregate(tracks, "max_track") == pytest.approx(np.mean([0.9, 0.95, 0.2, 0.1, 0.85]))
+    assert aggregate(tracks, "confident") == pytest.approx(np.mean([0.9, 0.95, 0.85]))
+    assert aggregate({0: [0.1, 0.05, 0.15, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]}, "confident") \
+        == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        aggregate({}, "mean")
+
+
+def test_coarse_to_fine_prefixes_span_the_range():
+    order = coarse_to_fine(32)
+    assert sorted(order) == list(range(32))
+    assert order[:2] == [0, 16] and max(order[:4]) >= 24
+
+
+def test_log_loss_matches_scikit_learn():
+    y = np.array([0, 1, 1, 0, 1])
+    p = np.array([0.1, 0.8, 0.6, 0.4, 0.999])
+    assert metrics.log_loss(y, p) == pytest.approx(sk_log_loss(y, p))
