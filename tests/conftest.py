@@ -60,13 +60,36 @@ def sample_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for the whole test session (each start costs seconds)."""
+def s3_endpoint():
+    """A real S3 API on loopback (moto's server) with buckets ``data`` and ``runs``. Its
+    address and test credentials are in the environment, which Ray's workers inherit."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test",
+                       "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"})
+    client = boto3.client("s3", endpoint_url=endpoint)
+    for bucket in ("data", "runs"):
+        client.create_bucket(Bucket=bucket)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3_endpoint):
+    """One local Ray for the whole test session (each start costs seconds); its workers see
+    the S3 endpoint."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, log_to_driver=False,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}})
+        env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "NO_ALBUMENTATIONS_UPDATE",
+                                          "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                          "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+        ray.init(num_cpus=2, log_to_driver=False, runtime_env={"env_vars": env})
     yield ray
     ray.shutdown()
 

@@ -9,8 +9,7 @@ from deepfake_lib.sample import builtin_photos
 def _face_and_landmarks():
     photo = builtin_photos()["astronaut"]
     box = faces.DlibDetector("hog").detect(photo)[0].box
-    crop = faces.crop_face(photo, box, margin=0.3)
-    inner = faces.DlibDetector("hog").detect(crop)[0].box
+    crop, inner = faces.crop_face_with_box(photo, box, margin=0.3, size=256)
     marks = faces.face_landmarks(crop, [inner])[0]
     return crop, np.array([p for f in marks.values() for p in f], np.float32)
 

@@ -7,30 +7,6 @@ from deepfake_lib import storage
 from deepfake_lib.storage import RunDir
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A real S3 API on loopback (moto's server), with one bucket."""
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test",
-           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="runs")
-    yield endpoint
-    server.stop()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
 def _exercise(run: RunDir) -> None:
     table = pa.table({"video_id": ["a.mp4", "b.mp4"], "n": [1, 2]})
     assert not run.exists("encodings/batch-0.parquet")
@@ -58,6 +34,18 @@ def test_local_run_dir(tmp_path):
 
 def test_s3_run_dir(s3_endpoint):
     _exercise(RunDir("s3://runs/test-run"))
+
+
+def test_s3_through_ray_workers(ray_session):
+    """A Ray task writes to S3 and the driver reads it: workers reach the same storage."""
+    @ray_session.remote
+    def write(run: RunDir) -> str:
+        run.write_parquet("from_worker.parquet", pa.table({"pid": [os.getpid()]}))
+        return run.location
+
+    run = RunDir("s3://runs/from-workers")
+    ray_session.get(write.remote(run))
+    assert run.read_parquet("from_worker.parquet").column("pid")[0].as_py() != os.getpid()
 
 
 def test_failed_local_write_leaves_no_temporary_file(tmp_path):
