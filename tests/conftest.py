@@ -89,7 +89,8 @@ def ray_session(s3_endpoint):
         env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "NO_ALBUMENTATIONS_UPDATE",
                                           "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
                                           "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-        ray.init(num_cpus=2, log_to_driver=False, runtime_env={"env_vars": env})
+        # address="local": never join a Ray that something else left running
+        ray.init(address="local", num_cpus=2, log_to_driver=False, runtime_env={"env_vars": env})
     yield ray
     ray.shutdown()
 

@@ -1,0 +1,180 @@
+"""What clusters do: nodes vanish and drivers die. Each scenario runs in a child process with
+its own multi-node Ray cluster faked on this machine (``ray.cluster_utils.Cluster``: a head
+that runs nothing and two one-CPU worker nodes), since the test session's Ray is one node."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _in_child(scenario, *args) -> dict:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_main, args=(queue, scenario, args))
+    child.start()
+    try:
+        result = queue.get(timeout=600)
+    finally:
+        child.join(timeout=60)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _child_main(queue, scenario, args) -> None:
+    import ray
+
+    try:
+        queue.put(scenario(*args))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent to raise
+        queue.put(RuntimeError(f"{type(exc).__name__}: {exc}"))
+    finally:
+        ray.shutdown()
+        if _CLUSTERS:
+            _CLUSTERS.pop().shutdown()
+
+
+_CLUSTERS: list = []  # the child's fake cluster, shut down when its scenario ends
+
+
+def _cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "env_vars": {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}})
+    _CLUSTERS.append(cluster)
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    return cluster, nodes
+
+
+def _remove_node_when(cluster, node, ready) -> threading.Thread:
+    """Remove ``node`` as soon as ``ready()`` is true (polled in a thread)."""
+    def watch():
+        deadline = time.monotonic() + 300
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        cluster.remove_node(node)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def _count(folder: Path) -> int:
+    return len(list(folder.glob("*.parquet"))) if folder.exists() else 0
+
+
+def _encode_losing_a_node(data: str, out: str) -> dict:
+    from deepfake_lib.encode import EncodeConfig, run_encode
+
+    cluster, nodes = _cluster()
+    watcher = _remove_node_when(cluster, nodes[0], lambda: _count(Path(out) / "encodings") >= 2)
+    summary = run_encode(EncodeConfig(data=(data,), out=out, all_videos=True, batch_size=1))
+    watcher.join()
+    return {"videos": summary.videos, "nodes_alive": sum(n["Alive"] for n in __import__("ray").nodes())}
+
+
+def _prepare_losing_a_node(data: str, out: str) -> dict:
+    from deepfake_lib.prepare import PrepareConfig, run_prepare
+
+    cluster, nodes = _cluster()
+    watcher = _remove_node_when(cluster, nodes[1], lambda: _count(Path(out) / "crops") >= 2)
+    summary = run_prepare(PrepareConfig(data=(data,), out=out, batch_size=1, every=12))
+    watcher.join()
+    return {"units": summary.units, "errors": summary.errors}
+
+
+def _score_losing_a_node(data: str, out: str, model: str) -> dict:
+    from deepfake_lib.scoring import ScoreConfig, run_score
+
+    cluster, nodes = _cluster()
+    watcher = _remove_node_when(cluster, nodes[0], lambda: _count(Path(out) / "scores") >= 1)
+    summary = run_score(ScoreConfig(data=(data,), out=out, model=model, frames=8, batch_size=2,
+                                    actors=2))
+    watcher.join()
+    return {"videos": summary.videos, "statuses": summary.statuses}
+
+
+def _encode_with_the_driver_killed(data: str, killed_out: str, clean_out: str) -> dict:
+    cluster, _ = _cluster()
+    command = [sys.executable, str(ROOT / "jobs" / "encode.py"), "--data", data, "--all",
+               "--batch-size", "1", "--address", cluster.address]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen([*command, "--out", killed_out], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while _count(Path(killed_out) / "encodings") < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    written_when_killed = _count(Path(killed_out) / "encodings")
+    rerun = subprocess.run([*command, "--out", killed_out], env=env, capture_output=True, text=True)
+    clean = subprocess.run([*command, "--out", clean_out], env=env, capture_output=True, text=True)
+    return {"written_when_killed": written_when_killed, "rerun": rerun.returncode,
+            "rerun_out": rerun.stdout, "clean": clean.returncode}
+
+
+def _exactly_once(ids: list[str], expected: set[str]) -> None:
+    assert len(ids) == len(set(ids)), "duplicated rows"
+    assert set(ids) == expected, "lost or unexpected rows"
+
+
+def test_node_lost_during_encode(sample_dir, tmp_path):
+    out = tmp_path / "run"
+    result = _in_child(_encode_losing_a_node, str(sample_dir), str(out))
+    assert result["nodes_alive"] == 2  # the head and the surviving worker
+    videos = pq.read_table(out / "videos").column("video_id").to_pylist()
+    expected = {p.name for p in (sample_dir / "sample_part_0").glob("*.mp4")}
+    _exactly_once(videos, expected)
+    faces = pq.read_table(out / "encodings").column("video_id").to_pylist()
+    _exactly_once(faces, expected)  # one face per sample video
+    assert pq.read_table(out / "errors").num_rows == 0
+
+
+def test_node_lost_during_prepare(sample_dir, tmp_path):
+    out = tmp_path / "run"
+    result = _in_child(_prepare_losing_a_node, str(sample_dir), str(out))
+    assert result["errors"] == {}
+    crops = pq.read_table(out / "crops", columns=["sample_id", "video_id"]).to_pylist()
+    _exactly_once([c["sample_id"] for c in crops], {c["sample_id"] for c in crops})
+    assert {c["video_id"] for c in crops} == {p.name for p in (sample_dir / "sample_part_0").glob("*.mp4")}
+
+
+def test_node_lost_during_score(sample_dir, tiny_model, tmp_path):
+    out = tmp_path / "run"
+    result = _in_child(_score_losing_a_node, str(sample_dir), str(out), str(tiny_model))
+    names = [line.split(",")[0] for line in (out / "submission.csv").read_text().splitlines()[1:]]
+    _exactly_once(names, {p.name for p in (sample_dir / "sample_part_0").glob("*.mp4")})
+    assert result["videos"] == 16
+
+
+def test_killed_driver_then_rerun_equals_an_uninterrupted_run(sample_dir, tmp_path):
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    result = _in_child(_encode_with_the_driver_killed, str(sample_dir), str(killed), str(clean))
+    assert result["rerun"] == 0 and result["clean"] == 0
+    assert 3 <= result["written_when_killed"] < 16  # it really died in the middle
+    skipped = int(re.search(r"\((\d+) already done\)", result["rerun_out"]).group(1))
+    assert skipped >= result["written_when_killed"]  # the rerun resumed, it did not restart
+    columns = ["video_id", "face_index", "frame_index", "top", "right", "bottom", "left", "encoding"]
+    after = pq.read_table(killed / "encodings", columns=columns).sort_by("video_id").to_pylist()
+    reference = pq.read_table(clean / "encodings", columns=columns).sort_by("video_id").to_pylist()
+    assert after == reference
+    assert sorted(p.name for p in (killed / "encodings").glob("*.parquet")) == \
+        sorted(p.name for p in (clean / "encodings").glob("*.parquet"))
