@@ -59,6 +59,14 @@ def done_batches(run: RunDir, marker: str, names: set[str], overwrite: bool,
     return done
 
 
+def failure_rows(video_ids: list[str], stage: str, exc: Exception) -> list[dict]:
+    """Error rows (the encode stage's ERROR_SCHEMA) for the videos of a batch whose task
+    failed on every retry."""
+    message = f"task failed after retries: {type(exc).__name__}: {str(exc)[:500]}"
+    return [{"video_id": v, "stage": stage, "kind": "task_failed", "message": message}
+            for v in video_ids]
+
+
 def run_batches(task: Callable[..., dict], batches: list[tuple[str, pa.Table]], args: tuple,
                 options: TaskOptions, label: str,
                 on_failure: Callable[[str, pa.Table, Exception], dict]) -> None:

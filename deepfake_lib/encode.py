@@ -123,10 +123,6 @@ def plan_batches(manifest: pa.Table, config: EncodeConfig) -> list[tuple[str, pa
     return batches.plan(manifest, config.batch_size)
 
 
-def _empty(schema: pa.Schema) -> dict[str, list]:
-    return {name: [] for name in schema.names}
-
-
 def encode_video(row: dict, detector: faces.FaceDetector, config: EncodeConfig
                  ) -> tuple[dict, list[dict], dict | None]:
     """Encode the faces of one video (a manifest row).
@@ -195,39 +191,29 @@ def encode_video(row: dict, detector: faces.FaceDetector, config: EncodeConfig
 def encode_batch(name: str, rows: pa.Table, run: RunDir, config: EncodeConfig) -> dict:
     """Encode one batch and write its three files; returns small counts for progress."""
     detector = faces.get_detector(config.detector)
-    infos, encodings, errors = _empty(VIDEO_SCHEMA), _empty(ENCODING_SCHEMA), _empty(ERROR_SCHEMA)
+    infos, encodings, errors = [], [], []
     for i, row in enumerate(rows.to_pylist()):
         info_row, face_rows, error = encode_video(row, detector, config)
-        for key in infos:
-            infos[key].append(info_row.get(key))
-        for face_row in face_rows:
-            for key in encodings:
-                encodings[key].append(face_row[key])
-        if error:
-            for key in errors:
-                errors[key].append(error[key])
+        infos.append(info_row)
+        encodings += face_rows
+        errors += [error] if error else []
         if i == 0 and config.crash_once_marker and not os.path.exists(config.crash_once_marker):
             open(config.crash_once_marker, "w").close()
             os._exit(1)
-    run.write_parquet(f"errors/{name}.parquet", pa.table(errors, schema=ERROR_SCHEMA))
-    run.write_parquet(f"videos/{name}.parquet", pa.table(infos, schema=VIDEO_SCHEMA))
-    run.write_parquet(f"encodings/{name}.parquet", pa.table(encodings, schema=ENCODING_SCHEMA))
-    return {"units": rows.num_rows, "faces": len(encodings["video_id"]),
-            "errors": len(errors["video_id"])}
+    run.write_parquet(f"errors/{name}.parquet", pa.Table.from_pylist(errors, ERROR_SCHEMA))
+    run.write_parquet(f"videos/{name}.parquet", pa.Table.from_pylist(infos, VIDEO_SCHEMA))
+    run.write_parquet(f"encodings/{name}.parquet", pa.Table.from_pylist(encodings, ENCODING_SCHEMA))
+    return {"units": rows.num_rows, "faces": len(encodings), "errors": len(errors)}
 
 
 def _record_failed_batch(run: RunDir, name: str, rows: pa.Table, exc: Exception) -> dict:
     """A batch whose task failed on every retry: one error row per video. No encodings file
     is written, so the next run tries the batch again."""
-    message = f"task failed after retries: {type(exc).__name__}: {str(exc)[:500]}"
     ids = rows.column("video_id").to_pylist()
-    run.write_parquet(f"errors/{name}.parquet", pa.table(
-        {"video_id": ids, "stage": ["encode"] * len(ids), "kind": ["task_failed"] * len(ids),
-         "message": [message] * len(ids)}, schema=ERROR_SCHEMA))
-    infos = _empty(VIDEO_SCHEMA)
-    infos.update(video_id=ids, status=["error"] * len(ids))
-    run.write_parquet(f"videos/{name}.parquet", pa.table(
-        {k: v if v else [None] * len(ids) for k, v in infos.items()}, schema=VIDEO_SCHEMA))
+    run.write_parquet(f"errors/{name}.parquet",
+                      pa.Table.from_pylist(batches.failure_rows(ids, "encode", exc), ERROR_SCHEMA))
+    run.write_parquet(f"videos/{name}.parquet", pa.Table.from_pylist(
+        [{"video_id": v, "status": "error"} for v in ids], VIDEO_SCHEMA))
     return {"units": len(ids), "faces": 0, "errors": len(ids)}
 
 
@@ -237,7 +223,7 @@ def _write_manifest(run: RunDir, manifest: pa.Table) -> None:
     try:
         props = run.read_parquet("videos")
     except FileNotFoundError:
-        props = pa.table(_empty(VIDEO_SCHEMA), schema=VIDEO_SCHEMA)
+        props = VIDEO_SCHEMA.empty_table()
     table = manifest.join(props, "video_id", join_type="left outer")
     run.write_parquet("manifest.parquet", table.sort_by([("part", "ascending"),
                                                          ("video_id", "ascending")]))

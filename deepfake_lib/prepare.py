@@ -222,10 +222,8 @@ def prepare_batch(name: str, units: pa.Table, run: RunDir, config: PrepareConfig
 
 def _record_failed_batch(run: RunDir, name: str, units: pa.Table, exc: Exception) -> dict:
     ids = units.column("video_id").to_pylist()
-    message = f"task failed after retries: {type(exc).__name__}: {str(exc)[:500]}"
-    run.write_parquet(f"prepare_errors/{name}.parquet", pa.Table.from_pylist(
-        [{"video_id": v, "stage": "prepare", "kind": "task_failed", "message": message}
-         for v in ids], ERROR_SCHEMA))
+    run.write_parquet(f"prepare_errors/{name}.parquet",
+                      pa.Table.from_pylist(batches.failure_rows(ids, "prepare", exc), ERROR_SCHEMA))
     return {"units": len(ids), "crops": 0, "errors": len(ids)}
 
 

@@ -1,8 +1,11 @@
-"""Starting or joining Ray the same way in every stage."""
+"""Starting or joining Ray, and running a stage, the same way in every job."""
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
+from typing import Any
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -25,3 +28,20 @@ def cluster_cpus() -> int:
     import ray  # noqa: PLC0415
 
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | None = None,
+            succeeded: Callable[[Any], bool] = lambda summary: True, use_ray: bool = True) -> int:
+    """What every job script does: join or start Ray (unless the stage runs in this process,
+    ``use_ray=False``), run one stage, print its summary. Returns the exit code: 1 when the
+    stage could do nothing (a clear error, printed without a traceback, or
+    ``succeeded(summary)`` false), else 0."""
+    if use_ray:
+        init_ray(address)
+    try:
+        summary = stage(config)
+    except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    print(summary.text())
+    return 0 if succeeded(summary) else 1

@@ -141,7 +141,10 @@ def coarse_to_fine(n: int) -> list[int]:
 
 def score_video(path: str, face_detector: faces.FaceDetector, model, config: ScoreConfig,
                 fallback: float) -> dict:
-    """Score one video within ``config.budget_s``; never raises (failures are statuses)."""
+    """Score one video within ``config.budget_s``; never raises (failures are statuses).
+
+    Besides the :data:`SCORE_SCHEMA` fields, the row holds ``track_probs`` (the per-track
+    frame probabilities that were aggregated), which is not written out."""
     start = time.perf_counter()
     deadline = start + config.budget_s
     row = {"status": "error", "prob": fallback, "message": "", "n_faces": 0, "n_tracks": 0,
@@ -180,6 +183,7 @@ def score_video(path: str, face_detector: faces.FaceDetector, model, config: Sco
         row["classify_s"] = time.perf_counter() - t
         row["n_frames"] = classified
         row["n_faces"] = sum(len(v) for v in track_probs.values())
+        row["track_probs"] = track_probs
         if not track_probs:
             row.update(status="no_face", message="no face tracked in the video")
         else:

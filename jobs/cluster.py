@@ -10,6 +10,7 @@ import sys
 
 from deepfake_lib.clustering import METHODS, ClusterParams
 from deepfake_lib.identities import ClusterConfig, run_cluster
+from deepfake_lib.runtime import run_job
 
 
 def parse_args(argv: list[str] | None = None) -> ClusterConfig:
@@ -38,14 +39,7 @@ def parse_args(argv: list[str] | None = None) -> ClusterConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv)
-    try:
-        summary = run_cluster(config)
-    except ValueError as exc:
-        print(f"cluster: {exc}", file=sys.stderr)
-        return 1
-    print(summary.text())
-    return 0
+    return run_job("cluster", run_cluster, parse_args(argv), use_ray=False)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 from deepfake_lib.batches import TaskOptions
 from deepfake_lib.encode import EncodeConfig, run_encode
 from deepfake_lib.faces import DETECTORS
-from deepfake_lib.runtime import init_ray
+from deepfake_lib.runtime import run_job
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]:
@@ -40,14 +40,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]
 
 def main(argv: list[str] | None = None) -> int:
     config, address = parse_args(argv)
-    init_ray(address)
-    try:
-        summary = run_encode(config)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
-        print(f"encode: {exc}", file=sys.stderr)
-        return 1
-    print(summary.text())
-    return 0 if summary.encoded or not summary.videos else 1
+    return run_job("encode", run_encode, config, address,
+                   succeeded=lambda s: s.encoded > 0 or s.videos == 0)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from deepfake_lib.batches import TaskOptions
 from deepfake_lib.faces import DETECTORS
 from deepfake_lib.masks import DEFAULT_METHOD, METHODS
 from deepfake_lib.prepare import PrepareConfig, run_prepare
-from deepfake_lib.runtime import init_ray
+from deepfake_lib.runtime import run_job
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None]:
@@ -47,14 +47,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
 
 def main(argv: list[str] | None = None) -> int:
     config, address = parse_args(argv)
-    init_ray(address)
-    try:
-        summary = run_prepare(config)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
-        print(f"prepare: {exc}", file=sys.stderr)
-        return 1
-    print(summary.text())
-    return 0 if summary.crops else 1
+    return run_job("prepare", run_prepare, config, address,
+                   succeeded=lambda s: bool(s.crops))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from deepfake_lib.faces import DETECTORS
-from deepfake_lib.runtime import init_ray
+from deepfake_lib.runtime import run_job
 from deepfake_lib.scoring import AGGREGATIONS, ScoreConfig, run_score
 
 
@@ -46,14 +46,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     config, address = parse_args(argv)
-    init_ray(address)
-    try:
-        summary = run_score(config)
-    except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as exc:
-        print(f"score: {exc}", file=sys.stderr)
-        return 1
-    print(summary.text())
-    return 0
+    return run_job("score", run_score, config, address)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from deepfake_lib.model import ModelConfig
-from deepfake_lib.runtime import init_ray
+from deepfake_lib.runtime import run_job
 from deepfake_lib.training import TrainConfig, run_train
 
 
@@ -46,14 +46,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     config, address = parse_args(argv)
-    init_ray(address)
-    try:
-        summary = run_train(config)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"train: {exc}", file=sys.stderr)
-        return 1
-    print(summary.text())
-    return 0
+    return run_job("train", run_train, config, address)
 
 
 if __name__ == "__main__":
