@@ -57,7 +57,7 @@ class ScoreConfig:
     grace_s: float = 4.0
     frames: int = 32                  # frames classified per video
     detect_every_s: float = 1.0
-    detector: str = "mtcnn"
+    detector: str = "mtcnn_fast"      # see benchmarks/tracks.py
     margin: float = 0.3               # as the prepare stage crops
     crop_size: int = 256
     max_tracks: int = 4
