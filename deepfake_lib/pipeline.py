@@ -20,6 +20,7 @@ from deepfake_lib.storage import RunDir
 class PipelineConfig:
     out: str
     data: tuple[str, ...] = ()
+    sample_photos: str | None = None  # without data: the sample's identities (default built-in)
     force: bool = False
     encoder: str = "tu-efficientnet_b0"
     encoder_weights: str = "none"   # the demo runs offline; use imagenet on real data
@@ -65,12 +66,12 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
     run = RunDir(config.out)
     data = config.data
     if not data:
-        from deepfake_lib.sample import PART_NAME, write_sample  # noqa: PLC0415
+        from deepfake_lib.sample import PART_NAME, load_photos, write_sample  # noqa: PLC0415
 
         where = sample_location(config.out)
         if not os.path.exists(os.path.join(where, PART_NAME, "metadata.json")):
             log(f"pipeline: writing the built-in sample to {where}")
-            write_sample(where)
+            write_sample(where, load_photos(config.sample_photos) if config.sample_photos else None)
         data = (where,)
     for name, stage in _stages(config, data):
         if run.exists(f"{name}.json") and not config.force:

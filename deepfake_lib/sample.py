@@ -166,18 +166,25 @@ def write_sample(out_dir: str | os.PathLike, photos: dict[str, np.ndarray] | Non
                  config: SampleConfig = SampleConfig()) -> Path:
     """Write the sample into ``out_dir/sample_part_0`` (``metadata.json`` and the videos).
 
-    Each identity gets ``videos_per_identity`` real videos and as many fakes, each fake made
-    from one real with the next identity's face. Returns the part folder. Deterministic for a
-    given ``config.seed``; existing files are overwritten.
+    Each identity (a photo with a face; photos without are skipped) gets
+    ``videos_per_identity`` real videos and as many fakes, each fake made from one real with
+    the next identity's face. Returns the part folder. Deterministic for a given
+    ``config.seed``; existing files are overwritten.
     """
     photos = builtin_photos() if photos is None else photos
-    if len(photos) < 2:
-        raise ValueError("the sample needs at least two identities")
+    boxes = {}
+    for name in sorted(photos):
+        try:
+            boxes[name] = _main_face(photos[name])[0]
+        except ValueError:
+            continue  # a photo without a face that dlib's HOG can find is not an identity
+    if len(boxes) < 2:
+        raise ValueError(f"the sample needs at least two photos with a findable face, "
+                         f"got {len(boxes)} of {len(photos)}")
     rng = np.random.default_rng(config.seed)
     part = Path(out_dir) / PART_NAME
     part.mkdir(parents=True, exist_ok=True)
-    names = sorted(photos)
-    boxes = {name: _main_face(photos[name])[0] for name in names}
+    names = sorted(boxes)
     metadata: dict[str, dict] = {}
     for i, name in enumerate(names):
         donor = names[(i + 1) % len(names)]

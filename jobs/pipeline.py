@@ -18,6 +18,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, str | Non
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
     p.add_argument("--data", nargs="*", default=[], help="DFDC parts (default: the built-in sample)")
+    p.add_argument("--sample-photos", default=None,
+                   help="without --data: a folder of face photos, one person each, for the sample "
+                        "(default: two portraits shipped inside installed packages)")
     p.add_argument("--force", action="store_true", help="rerun stages that are already done")
     p.add_argument("--encoder", default="tu-efficientnet_b0", help="smp encoder of the detector")
     p.add_argument("--encoder-weights", default="none",
@@ -27,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, str | Non
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
-    return PipelineConfig(out=a.out, data=tuple(a.data), force=a.force, encoder=a.encoder,
+    return PipelineConfig(out=a.out, data=tuple(a.data), sample_photos=a.sample_photos,
+                          force=a.force, encoder=a.encoder,
                           encoder_weights=a.encoder_weights, image_size=a.image_size,
                           epochs=a.epochs, workers=a.workers), a.address
 

@@ -2,6 +2,7 @@ import numpy as np
 
 from deepfake_lib import faces, video
 from deepfake_lib.dataset import build_manifest
+from deepfake_lib.sample import SampleConfig, load_photos, write_sample
 
 
 def test_sample_is_a_dfdc_part_with_linked_fakes(sample_dir):
@@ -33,3 +34,27 @@ def test_fake_differs_from_its_original_only_in_the_face_and_shows_the_donor(sam
     enc = {name: faces.encode_faces(img, [detector.detect(img)[0].box])[0]
            for name, img in (("real", real), ("fake", fake), ("donor", donor))}
     assert np.linalg.norm(enc["fake"] - enc["donor"]) < np.linalg.norm(enc["fake"] - enc["real"])
+
+
+def test_sample_from_a_folder_of_photos(shared_data, tmp_path):
+    """One photo per player of the soccer set, plus a photo with no face, which is skipped."""
+    import csv
+    import shutil
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    firsts = {}
+    with open(shared_data / "faces" / "soccer" / "identities.csv") as f:
+        for row in csv.DictReader(f):
+            firsts.setdefault(row["identity"], row["file"])
+    for identity, name in list(firsts.items())[:3]:
+        shutil.copy(shared_data / "faces" / "soccer" / name, photos / f"{identity}.jpg")
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(photos / "wall.png"), np.full((200, 200, 3), 90, np.uint8))
+    part = write_sample(tmp_path / "out", load_photos(photos),
+                        SampleConfig(videos_per_identity=1, frames=12))
+    rows = build_manifest(str(part)).table.to_pylist()
+    assert sorted(r["label"] for r in rows) == ["FAKE"] * 3 + ["REAL"] * 3
+    assert not any("wall" in r["video_id"] for r in rows)
