@@ -109,7 +109,7 @@ def speed(skip_120k: bool) -> None:
     rows = []
     for people, per in sizes:
         ours = run_child(__file__, str(people), str(per), "auto")
-        rows.append([f"{ours['faces']:,}", "auto (tsne_hdbscan)", ours["seconds"],
+        rows.append([f"{ours['faces']:,}", "auto (tsne_dbscan)", ours["seconds"],
                      ours["peak_rss_mb"], ours["ari"], ours["clusters"]])
         if per == 40:
             seed = run_child(__file__, str(people), str(per), "seed")

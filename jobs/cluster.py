@@ -17,8 +17,9 @@ def parse_args(argv: list[str] | None = None) -> ClusterConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True, help="run directory holding encodings/ (local or s3://)")
     p.add_argument("--method", default="auto", choices=METHODS,
-                   help="auto = tsne_hdbscan: PCA 50, 2-D t-SNE, HDBSCAN; seed = the seed's fixed "
-                        "PCA 50, 3-D t-SNE (perplexity 50), DBSCAN(eps 1, min_samples 5)")
+                   help="auto: PCA 50, 2-D t-SNE, DBSCAN with eps from the data (under 50 faces: "
+                        "HDBSCAN); seed: the seed's fixed PCA 50, 3-D t-SNE (perplexity 50), "
+                        "DBSCAN(eps 1, min_samples 5)")
     p.add_argument("--pca-components", type=int, default=50)
     p.add_argument("--perplexity", type=float, default=None, help="t-SNE perplexity (default min(15, (n-1)/3))")
     p.add_argument("--min-cluster-size", type=int, default=None, help="HDBSCAN (default clip(faces // 20, 2, 5))")

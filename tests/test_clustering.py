@@ -10,9 +10,10 @@ def _truth(labels):
     return np.where(labels < 0, -1 - np.arange(len(labels)), labels)
 
 
-@pytest.mark.parametrize("people,per_person", [(40, 12), (3, 4)])
+@pytest.mark.parametrize("people,per_person", [(40, 12), (3, 4), (100, 8)])
 def test_default_finds_the_people_at_both_ends_of_the_scale(people, per_person):
-    x, truth = synthetic_encodings(people, per_person, noise_fraction=0.05, seed=1)
+    x, truth = synthetic_encodings(people, per_person, noise_fraction=0.2 if people == 100 else 0.05,
+                                   seed=1)
     result = cluster_encodings(x)
     assert abs(result.n_clusters - people) <= max(1, people // 20)
     assert adjusted_rand(_truth(truth), result.labels) >= 0.9
