@@ -4,10 +4,12 @@ Methods (``method=``), all on the 128-d face_recognition encodings:
 
 - ``auto`` (the default): ``tsne_dbscan``, or below 50 faces (where t-SNE says little)
   HDBSCAN on the encodings themselves. Chosen on labelled data (``benchmarks/cluster.py``):
-  ARI 0.98 on the soccer photos, 0.997 on 21,000 synthetic DFDC-like encodings.
+  ARI 0.98 on the soccer photos, 0.997 on 21,000 and 0.997 on 120,000 synthetic encodings.
 - ``tsne_dbscan``: the seed's pipeline with eps from the data: PCA to 50 dimensions, a 2-D
   t-SNE (openTSNE, perplexity ``min(15, (n - 1) / 3)``, 125 + 250 iterations), then DBSCAN
-  with eps at the knee of the k-distance curve and ``min_samples = clip(n // 20, 2, 5)``.
+  with eps at the knee of the k-distance curve and ``min_samples = max(clip(n // 20, 2, 5),
+  n // 3000)``: a fixed min_samples fails at one end (at 120,000 faces 5 merges people, ARI
+  0.88; at 960 faces 10 finds nobody), scaled with the data it keeps ARI >= 0.99.
 - ``tsne_hdbscan``: the same embedding, HDBSCAN (no eps; collapsed to ARI 0.31 on a set with
   20% strays).
 - ``dbscan``: DBSCAN on the raw encodings, eps from the k-distance knee (ARI 0.91 on soccer).
@@ -34,7 +36,7 @@ class ClusterParams:
     method: str = "auto"
     pca_components: int = 50
     perplexity: float | None = None        # None: min(15, (n - 1) / 3)
-    min_cluster_size: int | None = None    # HDBSCAN; None: clip(n // 20, 2, 5)
+    min_cluster_size: int | None = None    # HDBSCAN; None: max(clip(n // 20, 2, 5), n // 3000)
     eps: float | None = None               # DBSCAN; None: knee of the k-distance curve
     min_samples: int | None = None         # DBSCAN; None: min_cluster_size
     seed: int = 0
@@ -127,7 +129,8 @@ def cluster_encodings(encodings: np.ndarray, params: ClusterParams = ClusterPara
     method = params.method
     if method == "auto":
         method = "hdbscan" if n < SMALL_N else "tsne_dbscan"
-    mcs = params.min_cluster_size or int(np.clip(n // 20, 2, 5))
+    # density grows with the data (more faces per person): 5 at DFDC's 20,000, 40 at 120,000
+    mcs = params.min_cluster_size or max(int(np.clip(n // 20, 2, 5)), n // 3000)
     perplexity = params.perplexity or min(15.0, (n - 1) / 3)
     reduced = pca(x, params.pca_components, params.seed)
     used: dict = {"method": method, "faces": n}

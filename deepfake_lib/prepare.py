@@ -35,7 +35,7 @@ from deepfake_lib.dataset import build_manifest
 from deepfake_lib.encode import ERROR_SCHEMA
 from deepfake_lib.progress import format_seconds
 from deepfake_lib.storage import RunDir
-from deepfake_lib.tracks import track_faces
+from deepfake_lib.tracks import detect_frames, track_faces
 
 CROP_SCHEMA = pa.schema([
     ("sample_id", pa.string()),      # video_id:frame:track:kind, unique
@@ -154,9 +154,12 @@ def make_plan(run: RunDir, config: PrepareConfig) -> tuple[pa.Table, list[dict]]
 def prepare_unit(unit: dict, detector: faces.FaceDetector, config: PrepareConfig) -> list[dict]:
     """The crop rows of one unit of work (raises ``video.VideoError`` for an unreadable video)."""
     with storage.local_copy(unit["original_path"]) as original_path:
-        tracks = track_faces(original_path, detector, config.detect_every_s)
-        indices = list(range(0, tracks.frame_count, config.every))
-        originals = video.read_frames(original_path, indices)
+        info = video.probe(original_path)
+        indices = list(range(0, info.frame_count, config.every))
+        # one decoding pass for the detection frames and the cropped ones
+        originals = video.read_frames(
+            original_path, set(indices) | set(detect_frames(info, config.detect_every_s)))
+        tracks = track_faces(original_path, detector, config.detect_every_s, frames=originals)
     fakes = {}
     if unit["kind"] == "pair":
         with storage.local_copy(unit["path"]) as fake_path:
@@ -164,7 +167,7 @@ def prepare_unit(unit: dict, detector: faces.FaceDetector, config: PrepareConfig
             indices = [i for i in indices if i < count]
             fakes = video.read_frames(fake_path, indices)
     rows = []
-    empty = None
+    empty = figures.png_bytes(np.zeros((config.crop_size,) * 2, np.uint8))
     for index in indices:
         present = sorted(tracks.boxes_at(index), key=lambda tb: -(tb[1][2] - tb[1][0]))
         for track_id, box in present[: config.max_tracks]:
@@ -172,8 +175,6 @@ def prepare_unit(unit: dict, detector: faces.FaceDetector, config: PrepareConfig
                                                          config.crop_size)
             base = {"original_id": unit["original_id"], "frame_index": index,
                     "track_id": track_id, "cluster": unit["cluster"], "split": unit["split"]}
-            if empty is None:
-                empty = figures.png_bytes(np.zeros((config.crop_size,) * 2, np.uint8))
             if unit["kind"] == "pair":
                 fake_crop, _ = faces.crop_face_with_box(fakes[index], box, config.margin,
                                                         config.crop_size)
