@@ -22,7 +22,9 @@ def parse_args(argv: list[str] | None = None) -> ClusterConfig:
                         "DBSCAN(eps 1, min_samples 5)")
     p.add_argument("--pca-components", type=int, default=50)
     p.add_argument("--perplexity", type=float, default=None, help="t-SNE perplexity (default min(15, (n-1)/3))")
-    p.add_argument("--min-cluster-size", type=int, default=None, help="HDBSCAN; also DBSCAN's min_samples (default max(clip(faces // 20, 2, 5), faces // 3000))")
+    p.add_argument("--min-cluster-size", type=int, default=None,
+                   help="HDBSCAN's, and DBSCAN's min_samples "
+                        "(default max(clip(faces // 20, 2, 5), faces // 3000))")
     p.add_argument("--eps", type=float, default=None, help="DBSCAN eps (default: knee of the k-distance curve)")
     p.add_argument("--min-samples", type=int, default=None, help="DBSCAN min_samples (default: the min cluster size)")
     p.add_argument("--seed", type=int, default=0, help="random seed of PCA, t-SNE and figure sampling")
