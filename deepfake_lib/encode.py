@@ -160,7 +160,7 @@ def encode_video(row: dict, detector: faces.FaceDetector, config: EncodeConfig
                 encodings = faces.encode_faces(frame, boxes, config.num_jitters)
                 for k, (det, enc) in enumerate(zip(found, encodings)):
                     top, right, bottom, left = det.box
-                    thumb = faces.crop_face(frame, det.box, margin=0.2, size=config.thumb_px)
+                    thumb = faces.crop_face_with_box(frame, det.box, 0.2, config.thumb_px)[0]
                     face_rows.append({
                         "video_id": vid, "part": row["part"], "label": row["label"],
                         "original": row["original"], "frame_index": index, "face_index": k,

@@ -215,17 +215,6 @@ def expand_box(box: Box, margin: float, height: int, width: int, square: bool = 
     return clip_box((cy - h / 2, cx + w / 2, cy + h / 2, cx - w / 2), height, width)
 
 
-def crop_face(rgb: np.ndarray, box: Box, margin: float = 0.25, size: int | None = None
-              ) -> np.ndarray:
-    """Crop ``box`` grown by ``margin`` (see :func:`expand_box`); resize to ``size`` x ``size``
-    when given."""
-    top, right, bottom, left = expand_box(box, margin, *rgb.shape[:2])
-    crop = rgb[top:bottom, left:right]
-    if size is not None and crop.size:
-        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
-    return crop
-
-
 def crop_face_with_box(rgb: np.ndarray, box: tuple[float, float, float, float], margin: float,
                        size: int) -> tuple[np.ndarray, Box]:
     """The ``size`` x ``size`` square crop around ``box`` grown by ``margin`` (as the prepare

@@ -61,8 +61,18 @@ def _stages(config: PipelineConfig, data: tuple[str, ...]) -> list[tuple[str, Ca
     ]
 
 
-def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> RunDir:
-    """Run every stage on ``config.out``; returns the run directory."""
+@dataclass
+class PipelineSummary:
+    out: str
+    seconds: float
+
+    def text(self) -> str:
+        return f"pipeline: done in {self.seconds:.0f} s; everything is in {self.out}"
+
+
+def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> PipelineSummary:
+    """Run every stage on ``config.out``, logging each stage's summary."""
+    began = time.monotonic()
     run = RunDir(config.out)
     data = config.data
     if not data:
@@ -88,4 +98,4 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
                                              run.list("figures/clusters", ".png")]
     log(f"figures ({len(figures)}) in {run.uri('figures')}: " + ", ".join(figures[:8])
         + (" ..." if len(figures) > 8 else ""))
-    return run
+    return PipelineSummary(run.location, time.monotonic() - began)

@@ -16,6 +16,7 @@ batch (``RUN/scores/<batch>.parquet``), so a rerun scores only what is missing.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -205,21 +206,18 @@ def score_video(path: str, face_detector: faces.FaceDetector, model, config: Sco
 class VideoScorer:
     """What each actor holds: the face detector and the model, loaded once."""
 
-    def __init__(self, model_dir: str, config: ScoreConfig):
+    def __init__(self, model_dir: str, config: ScoreConfig, fallback: float):
         from deepfake_lib.model import load_detector  # noqa: PLC0415
 
         device = "cuda" if config.gpus_per_actor > 0 else "cpu"
-        self.config = config
+        self.config, self.fallback = config, fallback
         self.model = load_detector(model_dir, device=device)
         self.faces = faces.get_detector(config.detector, device)
-        self.fallback = config.fallback if config.fallback is not None else self.model.config.prior
 
     def ready(self) -> bool:
         return True
 
     def score(self, video_id: str, path: str) -> dict:
-        import os  # noqa: PLC0415
-
         marker = self.config.crash_once_marker
         if marker and not os.path.exists(marker):
             open(marker, "w").close()
@@ -292,10 +290,10 @@ class _Pool:
 
     MAX_START_FAILURES = 3
 
-    def __init__(self, size: int, model_dir: str, config: ScoreConfig):
+    def __init__(self, size: int, model_dir: str, config: ScoreConfig, fallback: float):
         import ray  # noqa: PLC0415
 
-        self.ray, self.config, self.model_dir = ray, config, model_dir
+        self.ray, self.config, self.model_dir, self.fallback = ray, config, model_dir, fallback
         self.remote = ray.remote(VideoScorer).options(
             num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor, max_restarts=0)
         self.idle: list = []
@@ -307,7 +305,7 @@ class _Pool:
             self._new()
 
     def _new(self) -> None:
-        actor = self.remote.remote(self.model_dir, self.config)
+        actor = self.remote.remote(self.model_dir, self.config, self.fallback)
         self.starting[actor.ready.remote()] = actor
 
     def submit(self, row: dict, tries: int = 0) -> None:
@@ -364,7 +362,8 @@ class _Pool:
         return out
 
     def _failed(self, row: dict, status: str, message: str, seconds: float) -> dict:
-        return {"video_id": row["video_id"], "prob": None, "status": status, "message": message,
+        return {"video_id": row["video_id"], "prob": self.fallback, "status": status,
+                "message": message,
                 "n_faces": 0, "n_tracks": 0, "n_frames": 0, "seconds": seconds,
                 "decode_s": None, "locate_s": None, "classify_s": None}
 
@@ -406,7 +405,7 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
     size = min(config.actors or default_actors(config), max(1, sum(len(r) for _, r in todo)))
     progress = Progress("score", sum(len(r) for _, r in todo), every_s=config.progress_every_s)
     if todo:
-        pool = _Pool(size, model_dir, config)
+        pool = _Pool(size, model_dir, config, fallback)
         waiting = [(name, row) for name, rows in todo for row in rows]
         batch_of = {row["video_id"]: name for name, row in waiting}
         results: dict[str, dict[str, dict]] = {name: {} for name, _ in todo}
@@ -420,8 +419,6 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
                 pool.submit(item[1])
             for row, scored in pool.collect():
                 remaining -= 1
-                if scored["prob"] is None:
-                    scored["prob"] = fallback
                 scored["label"] = _label(row["label"])
                 name = batch_of[row["video_id"]]
                 results[name][row["video_id"]] = scored

@@ -113,9 +113,6 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({self.location!r})"
 
-    def __reduce__(self):
-        return (RunDir, (self.location,))
-
     def uri(self, rel: str = "") -> str:
         """The full location of ``rel`` inside the run directory."""
         return join(self.location, rel) if rel else self.location

@@ -198,7 +198,8 @@ def train_loop(loop_config: dict) -> None:
     run = RunDir(config.out)
     index = crop_index(run)
     train = np.flatnonzero(pc.equal(index.column("split"), "train").to_numpy(zero_copy_only=False))
-    labels = index.column("label").to_numpy()[train]
+    all_labels = index.column("label").to_numpy().astype(np.float32)
+    labels = all_labels[train]
 
     model = build_model(config.model, pretrained=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
@@ -224,7 +225,6 @@ def train_loop(loop_config: dict) -> None:
         began = time.monotonic()
         mine = train[epoch_rows(labels, epoch, config.seed, rank, world)]
         losses = []
-        all_labels = index.column("label").to_numpy().astype(np.float32)
         for chunk in range(0, len(mine), CHUNK):
             rows = mine[chunk:chunk + CHUNK]
             images, masks_ = load_crops(run, index, rows)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from deepfake_lib.pipeline import PipelineConfig, run_pipeline
-from deepfake_lib.runtime import init_ray
+from deepfake_lib.runtime import run_job
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, str | None]:
@@ -38,15 +37,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, str | Non
 
 def main(argv: list[str] | None = None) -> int:
     config, address = parse_args(argv)
-    start = time.monotonic()
-    init_ray(address)
-    try:
-        run = run_pipeline(config)
-    except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as exc:
-        print(f"pipeline: {exc}", file=sys.stderr)
-        return 1
-    print(f"pipeline: done in {time.monotonic() - start:.0f} s; everything is in {run.location}")
-    return 0
+    return run_job("pipeline", run_pipeline, config, address)
 
 
 if __name__ == "__main__":
