@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The one install path for deepfake_lib: README, .ci/run and cluster.yaml all call this.
 #
-#   ./install.sh            install into ./.venv (created if missing), skipped when up to date
-#   ./install.sh --system   install into the current python3 (cluster nodes, containers)
+#   ./install.sh            install into ./.venv (created if missing) with the test extra
+#                           (pytest, moto, h5py), skipped when up to date
+#   ./install.sh --system   install into the current python3 without the test extra
+#                           (cluster nodes, containers)
 #
 # Two steps because pip cannot express them in setup.cfg: face_recognition asks for the name
 # `dlib` (a 9-minute source build; the `dlib-bin` wheel in setup.cfg provides the module), and
@@ -13,7 +15,9 @@ no_deps=(face_recognition==1.3.0 face_recognition_models==0.3.0 facenet-pytorch=
 
 if [ "${1:-}" = "--system" ]; then
   python=python3
+  extras=""
 else
+  extras="[test]"
   [ -x "$root/.venv/bin/python" ] || python3 -m venv "$root/.venv"
   python="$root/.venv/bin/python"
 fi
@@ -25,7 +29,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 
 "$python" -m pip install --quiet --upgrade pip
-"$python" -m pip install --quiet -e "$root"
+"$python" -m pip install --quiet -e "$root$extras"
 "$python" -m pip install --quiet --no-deps "${no_deps[@]}"
 "$python" -c 'import deepfake_lib.faces as f; f.check_installed()'
 echo "$want" > "$stamp"
