@@ -22,8 +22,8 @@ class PipelineConfig:
     data: tuple[str, ...] = ()
     sample_photos: str | None = None  # without data: the sample's identities (default built-in)
     force: bool = False
-    encoder: str = "tu-efficientnet_b0"
-    encoder_weights: str = "none"   # the demo runs offline; use imagenet on real data
+    encoder: str = "tu-tf_efficientnet_lite0"
+    encoder_weights: str = "imagenet"  # offline for the EfficientNet-Lite encoders
     image_size: int = 128
     epochs: int = 3
     workers: int = 2

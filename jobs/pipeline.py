@@ -21,9 +21,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, str | Non
                    help="without --data: a folder of face photos, one person each, for the sample "
                         "(default: two portraits shipped inside installed packages)")
     p.add_argument("--force", action="store_true", help="rerun stages that are already done")
-    p.add_argument("--encoder", default="tu-efficientnet_b0", help="smp encoder of the detector")
-    p.add_argument("--encoder-weights", default="none",
-                   help="none (the offline demo), imagenet (real data, hub reachable) or a file")
+    p.add_argument("--encoder", default="tu-tf_efficientnet_lite0",
+                   help="smp encoder of the detector")
+    p.add_argument("--encoder-weights", default="imagenet",
+                   help="imagenet (offline for tu-tf_efficientnet_lite0/lite2, else smp's hub), "
+                        "none, or a weights file (.pth, .pt, .safetensors)")
     p.add_argument("--image-size", type=int, default=128, help="training crop size, px")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers")

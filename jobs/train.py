@@ -1,6 +1,6 @@
 """Train stage: a segmentation network with a classification head, on Ray Train.
 
-    python jobs/train.py --out RUN [--workers 2] [--use-gpu] [--encoder tu-efficientnet_b0]
+    python jobs/train.py --out RUN [--workers 2] [--use-gpu] [--encoder tu-tf_efficientnet_lite0]
                          [--encoder-weights imagenet|none|PATH] [--epochs 5]
 """
 
@@ -20,8 +20,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, mixed precision")
     p.add_argument("--arch", default="Unet", help="segmentation-models-pytorch architecture")
-    p.add_argument("--encoder", default="tu-efficientnet_b0", help="smp encoder name")
-    p.add_argument("--encoder-weights", default="imagenet", help="imagenet, none, or a weights file")
+    p.add_argument("--encoder", default="tu-tf_efficientnet_lite0", help="smp encoder name")
+    p.add_argument("--encoder-weights", default="imagenet",
+                   help="imagenet (offline for tu-tf_efficientnet_lite0/lite2, else smp's hub), "
+                        "none, or a weights file (.pth, .pt, .safetensors)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=16, help="per worker")
     p.add_argument("--lr", type=float, default=3e-4)

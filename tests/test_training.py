@@ -62,6 +62,9 @@ def test_bad_flags_fail_before_any_worker_starts(ffpp_crops, tmp_path, capsys):
     assert "encoder weights file not found" in capsys.readouterr().err
     assert main(["--out", str(out), "--encoder", "resnet18", "--encoder-weights", "imagenet"]) == 1
     assert "could not get imagenet weights" in capsys.readouterr().err
+    (tmp_path / "notes.pth").write_text("these are notes, not weights\n")
+    assert main(["--out", str(out), "--encoder-weights", str(tmp_path / "notes.pth")]) == 1
+    assert "notes.pth is not a readable weights file" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["--out", str(tmp_path / "empty"), "--encoder-weights", "none"]) == 1
     assert "run jobs/prepare.py first" in capsys.readouterr().err
