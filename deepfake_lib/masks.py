@@ -24,6 +24,7 @@ import numpy as np
 
 METHODS = ("absdiff", "ssim", "seed")
 DEFAULT_METHOD = "absdiff"
+MIN_FAKE_SHARE = 0.01  # a fake crop with less of its area altered shows no swapped face
 
 
 def _clean(mask: np.ndarray, size: int) -> np.ndarray:

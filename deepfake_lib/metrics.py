@@ -34,3 +34,18 @@ def mask_iou(pred: np.ndarray, truth: np.ndarray) -> float:
     pred, truth = np.asarray(pred, dtype=bool), np.asarray(truth, dtype=bool)
     union = np.logical_or(pred, truth).sum()
     return float(np.logical_and(pred, truth).sum() / union) if union else 1.0
+
+
+def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
+    """The temperature ``T`` that minimises the log loss of ``sigmoid(logits / T)`` on
+    ``labels`` (Guo et al., 2017); 1.0 when there is nothing to fit (one class or none)."""
+    from scipy.optimize import minimize_scalar  # noqa: PLC0415
+
+    y, z = np.asarray(labels, dtype=float), np.asarray(logits, dtype=float)
+    if len(set(y.tolist())) < 2:
+        return 1.0
+
+    def loss(log_t: float) -> float:
+        return log_loss(y, 1 / (1 + np.exp(-z / np.exp(log_t))), clip=1e-7)
+
+    return float(np.exp(minimize_scalar(loss, bounds=(-3.0, 4.0), method="bounded").x))

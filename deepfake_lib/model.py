@@ -1,41 +1,58 @@
 """The detector network: a segmentation-models-pytorch model (U-Net by default) that predicts
 the mask of altered pixels, with a one-logit classification head for the whole face.
 
-Inputs are face crops, RGB ``uint8``, resized to ``image_size`` and normalised with ImageNet's
-mean and spread. Encoder weights come from ``imagenet`` (smp's hub download), a local file
-(a state dict of the encoder, or of the whole model), or nowhere (``none``); when they cannot
-be had the error says so at once.
+:class:`ModelConfig` is everything score and predict need to see faces as training saw them,
+saved as ``model/config.json``: the network, the input size and normalisation, the crop (margin
+around the face detector's box, and which detector), and the temperature that calibrates the
+probabilities. Inputs are face crops, RGB ``uint8``, resized to ``image_size`` and normalised
+with the encoder's mean and spread (on the [0, 1] scale). Encoder weights come from
+``imagenet`` (offline for EfficientNet-Lite, else smp's hub download), a local file, or
+nowhere (``none``); when they cannot be had the error says so at once.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import cv2
 import numpy as np
 
 from deepfake_lib import storage
 
-MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
-STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "Unet"
     encoder: str = "tu-tf_efficientnet_lite0"
     encoder_weights: str = "imagenet"   # imagenet, none, or a path to a weights file
-    image_size: int = 256
-    prior: float = 0.5                  # share of fakes the model was trained on
+    image_size: int = 224
+    # U-Net-style decoders only (Unet, UnetPlusPlus, MAnet); narrower than smp's default
+    # (256, 128, 64, 32, 16), whose training cost dwarfs the Lite0 encoder's
+    decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
+    mean: tuple[float, ...] | None = None  # input normalisation on the [0, 1] scale; None:
+    std: tuple[float, ...] | None = None   # what the encoder's pretrained weights expect
+    crop_margin: float = 0.15           # around the face box on each side, times its size
+    face_detector: str = "mtcnn_fast"   # deepfake_lib.faces detector that finds the boxes
+    temperature: float = 1.0            # logits are divided by it (fitted on validation)
+
+    def __post_init__(self) -> None:
+        if self.mean is None or self.std is None:
+            from deepfake_lib.encoder_weights import input_normalisation  # noqa: PLC0415
+
+            mean, std = input_normalisation(self.encoder)
+            object.__setattr__(self, "mean", self.mean or mean)
+            object.__setattr__(self, "std", self.std or std)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "ModelConfig":
-        return cls(**json.loads(text))
+        raw = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v
+                      for k, v in raw.items() if k in known})
 
 
 def build_model(config: ModelConfig, pretrained: bool = True):
@@ -59,9 +76,11 @@ def build_model(config: ModelConfig, pretrained: bool = True):
     else:
         weights_file = None if source == "none" else source
     hub = "imagenet" if source == "imagenet" and weights_file is None else None
+    extra = ({"decoder_channels": config.decoder_channels}
+             if config.arch in ("Unet", "UnetPlusPlus", "MAnet") else {})
     try:
         model = smp.create_model(config.arch, encoder_name=config.encoder, encoder_weights=hub,
-                                 classes=1, aux_params={"classes": 1, "dropout": 0.2})
+                                 classes=1, aux_params={"classes": 1, "dropout": 0.2}, **extra)
     except KeyError as exc:
         raise ValueError(f"unknown architecture or encoder ({config.arch}, {config.encoder}): "
                          f"{exc}") from None
@@ -75,13 +94,17 @@ def build_model(config: ModelConfig, pretrained: bool = True):
     return model
 
 
-def to_batch(faces: list[np.ndarray], size: int):
-    """Resize RGB crops to ``size`` and stack them as a normalised NCHW float tensor."""
+def to_batch(faces: list[np.ndarray], config: ModelConfig):
+    """Resize RGB crops to ``config.image_size`` and stack them as a normalised NCHW float
+    tensor."""
     import torch  # noqa: PLC0415
 
+    size = config.image_size
     arr = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA
                                if f.shape[0] > size else cv2.INTER_LINEAR) for f in faces])
-    return torch.from_numpy(((arr.astype(np.float32) - MEAN) / STD).transpose(0, 3, 1, 2).copy())
+    mean = np.asarray(config.mean, np.float32) * 255
+    std = np.asarray(config.std, np.float32) * 255
+    return torch.from_numpy(((arr.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2).copy())
 
 
 class Detector:
@@ -90,25 +113,29 @@ class Detector:
     def __init__(self, model, config: ModelConfig, device: str):
         import torch  # noqa: PLC0415
 
-        # channels-last: 40% faster convolutions on this CPU (benchmarks/score.py)
         self.model = model.to(device, memory_format=torch.channels_last).eval()
         self.config, self.device = config, device
         self._torch = torch
 
-    def predict(self, faces: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
-        """Fake probability of each RGB ``uint8`` crop (any size): a float32 array."""
+    def logits(self, faces: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        """Uncalibrated fake logits of RGB ``uint8`` crops (any size): a float32 array."""
         torch = self._torch
         out = []
         with torch.inference_mode(), torch.autocast(
                 "cuda", dtype=torch.float16, enabled=self.device.startswith("cuda")):
             for start in range(0, len(faces), batch_size):
-                batch = to_batch(faces[start:start + batch_size], self.config.image_size)
+                batch = to_batch(faces[start:start + batch_size], self.config)
                 # the label needs the encoder and the classification head, not the decoder
                 features = self.model.encoder(batch.to(self.device,
                                                         memory_format=torch.channels_last))
-                logits = self.model.classification_head(features[-1])
-                out.append(torch.sigmoid(logits.float()).squeeze(1).cpu().numpy())
+                out.append(self.model.classification_head(features[-1]).float().squeeze(1)
+                           .cpu().numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+    def predict(self, faces: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        """Calibrated fake probability of each RGB ``uint8`` crop (any size): float32."""
+        z = self.logits(faces, batch_size) / self.config.temperature
+        return (1 / (1 + np.exp(-z))).astype(np.float32)
 
 
 def load_detector(model_dir: str, device: str | None = None) -> Detector:

@@ -5,8 +5,16 @@ Units of work, one row each in the plan:
 - ``pair``: a fake and its original. Faces are tracked in the original (same pixels outside the
   face, as the DFDC winners did), and every ``every``-th frame the same box is cropped from
   both; the fake's crop gets the mask :func:`masks.diff_mask` of the two (label 1).
-- ``real``: a real video: its crops with empty masks (label 0) and, for each, a self-blended
-  pseudo-fake with its exact blend mask (label 1, :mod:`deepfake_lib.blend`).
+  A fake crop whose mask is (almost) empty, an unswapped bystander in a fake video, is
+  dropped rather than labelled fake.
+- ``real``: a real video: its crops with empty masks (label 0).
+- ``photo``: a photo (a one-frame real video from a folder of photos): as ``real``, always in
+  the ``train`` split (it has no fake to validate on).
+
+Real and photo crops carry their face's 68 landmarks, from which the train stage makes fresh
+pseudo-fakes every epoch (:mod:`deepfake_lib.blend`). Crops are cut with twice the model's
+crop margin (:class:`deepfake_lib.model.ModelConfig`), so training can vary the framing
+around the margin the score stage uses.
 
 Over ``RUN/subset.parquet`` when the cluster stage made one, else over every video found.
 The split is by identity: a whole cluster (or, for videos outside any cluster, a real video
@@ -20,6 +28,7 @@ with all its fakes) goes to ``train`` or ``val``. Outputs, per batch and atomica
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -31,8 +40,9 @@ import pyarrow.compute as pc
 from deepfake_lib import batches, faces, figures, masks, storage, video
 from deepfake_lib.batches import TaskOptions
 from deepfake_lib.blend import self_blend
-from deepfake_lib.dataset import build_manifest
+from deepfake_lib.dataset import IMAGE_EXTENSIONS, build_manifest
 from deepfake_lib.encode import ERROR_SCHEMA
+from deepfake_lib.model import ModelConfig
 from deepfake_lib.progress import format_seconds
 from deepfake_lib.storage import RunDir
 from deepfake_lib.tracks import detect_frames, track_faces
@@ -40,13 +50,15 @@ from deepfake_lib.tracks import detect_frames, track_faces
 CROP_SCHEMA = pa.schema([
     ("sample_id", pa.string()),      # video_id:frame:track:kind, unique
     ("video_id", pa.string()),       # the video the image comes from
-    ("original_id", pa.string()),    # its real original (itself for reals and self-blends)
+    ("original_id", pa.string()),    # its real original (itself for reals)
     ("frame_index", pa.int32()),
     ("track_id", pa.int16()),
-    ("kind", pa.string()),           # pair, self_blend, real
+    ("kind", pa.string()),           # pair, real, photo
     ("label", pa.int8()),            # 1 = fake
     ("image", pa.binary()),          # PNG, RGB, crop_size square
     ("mask", pa.binary()),           # PNG, one channel of 0/1
+    ("face_box", pa.list_(pa.int32(), 4)),      # top, right, bottom, left in the crop's pixels
+    ("landmarks", pa.list_(pa.float32())),      # x0, y0, x1, y1, ... (68 points; reals only)
     ("cluster", pa.int32()),         # identity cluster (-1: noise or unknown)
     ("split", pa.string()),          # train or val
 ])
@@ -66,12 +78,12 @@ class PrepareConfig:
     out: str
     every: int = 10                  # crop every k-th frame (30 crops from a 10-s DFDC clip)
     crop_size: int = 256
-    margin: float = 0.3              # grown on each side, times the face size
+    margin: float = 2 * ModelConfig.crop_margin  # grown on each side, times the face size
     detect_every_s: float = 1.0
     detector: str = "mtcnn"
     max_tracks: int = 4              # largest faces per frame
     mask_method: str = masks.DEFAULT_METHOD
-    self_blend: bool = True
+    min_mask_share: float = masks.MIN_FAKE_SHARE  # fake crops with less altered area are dropped
     val_fraction: float = 0.2
     batch_size: int = 4
     seed: int = 0
@@ -138,8 +150,9 @@ def make_plan(run: RunDir, config: PrepareConfig) -> tuple[pa.Table, list[dict]]
             units.append({"video_id": vid, "path": row["path"], "original_id": original["video_id"],
                           "original_path": original["path"], "kind": "pair"})
         else:
+            photo = os.path.splitext(row["path"])[1].lower() in IMAGE_EXTENSIONS
             units.append({"video_id": vid, "path": row["path"], "original_id": vid,
-                          "original_path": row["path"], "kind": "real"})
+                          "original_path": row["path"], "kind": "photo" if photo else "real"})
     groups = {}
     for unit in units:
         cluster = cluster_of.get(unit["original_id"], cluster_of.get(unit["video_id"], -1))
@@ -147,8 +160,15 @@ def make_plan(run: RunDir, config: PrepareConfig) -> tuple[pa.Table, list[dict]]
         groups[unit["video_id"]] = f"cluster:{cluster}" if cluster >= 0 else f"video:{unit['original_id']}"
     split = assign_splits(list(groups.values()), config.val_fraction)
     for unit in units:
-        unit["split"] = split[groups[unit["video_id"]]]
+        unit["split"] = "train" if unit["kind"] == "photo" else split[groups[unit["video_id"]]]
     return pa.Table.from_pylist(units, schema=PLAN_SCHEMA), errors
+
+
+def _landmarks(crop: np.ndarray, box: faces.Box) -> list[float]:
+    """dlib's 68 landmarks of the face at ``box`` in ``crop``, flattened ``x0, y0, ...``."""
+    marks = faces.face_landmarks(crop, [box])
+    points = [c for feature in marks[0].values() for p in feature for c in p] if marks else []
+    return [float(c) for c in points]
 
 
 def prepare_unit(unit: dict, detector: faces.FaceDetector, config: PrepareConfig) -> list[dict]:
@@ -173,27 +193,20 @@ def prepare_unit(unit: dict, detector: faces.FaceDetector, config: PrepareConfig
         for track_id, box in present[: config.max_tracks]:
             real_crop, inner = faces.crop_face_with_box(originals[index], box, config.margin,
                                                          config.crop_size)
-            base = {"original_id": unit["original_id"], "frame_index": index,
-                    "track_id": track_id, "cluster": unit["cluster"], "split": unit["split"]}
+            base = {"video_id": unit["video_id"], "original_id": unit["original_id"],
+                    "frame_index": index, "track_id": track_id, "cluster": unit["cluster"],
+                    "split": unit["split"], "kind": unit["kind"], "face_box": list(inner)}
             if unit["kind"] == "pair":
                 fake_crop, _ = faces.crop_face_with_box(fakes[index], box, config.margin,
                                                         config.crop_size)
                 mask = masks.diff_mask(real_crop, fake_crop, config.mask_method)
-                rows.append({**base, "video_id": unit["video_id"], "kind": "pair", "label": 1,
-                             "image": figures.png_bytes(fake_crop), "mask": figures.png_bytes(mask)})
-                continue
-            rows.append({**base, "video_id": unit["video_id"], "kind": "real", "label": 0,
-                         "image": figures.png_bytes(real_crop), "mask": empty})
-            if config.self_blend:
-                marks = faces.face_landmarks(real_crop, [inner])
-                points = np.array([p for f in marks[0].values() for p in f], np.float32) \
-                    if marks else np.zeros((0, 2))
-                if len(points) >= 3:
-                    seed = int(hashlib.sha1(f"{unit['video_id']}:{index}:{track_id}:{config.seed}"
-                                            .encode()).hexdigest()[:8], 16)
-                    fake, mask = self_blend(real_crop, points, np.random.default_rng(seed))
-                    rows.append({**base, "video_id": unit["video_id"], "kind": "self_blend",
-                                 "label": 1, "image": figures.png_bytes(fake), "mask": figures.png_bytes(mask)})
+                if mask.mean() < config.min_mask_share:
+                    continue  # this face was not swapped: it is no example of a fake
+                rows.append({**base, "label": 1, "image": figures.png_bytes(fake_crop),
+                             "mask": figures.png_bytes(mask), "landmarks": []})
+            else:
+                rows.append({**base, "label": 0, "image": figures.png_bytes(real_crop),
+                             "mask": empty, "landmarks": _landmarks(real_crop, inner)})
     for row in rows:
         row["sample_id"] = f"{row['video_id']}:{row['frame_index']}:{row['track_id']}:{row['kind']}"
     return rows
@@ -229,39 +242,33 @@ def _record_failed_batch(run: RunDir, name: str, units: pa.Table, exc: Exception
 
 
 def _mask_figure(run: RunDir, rows: int = 6) -> None:
-    """``figures/masks.png``: rows of real | fake | mask from the first pair crops."""
-    names = run.list("crops", ".parquet")
-    candidates = []
-    for name in names:
+    """``figures/masks.png``: rows of real | fake | mask: fakes of the pairs first (one per
+    video before a second of any), then self-blends of real crops as training makes them."""
+    pairs, reals = [], []
+    for name in run.list("crops", ".parquet"):
         table = run.read_parquet(f"crops/{name}")
-        for kind in ("pair", "self_blend"):
-            candidates += table.filter(pc.equal(table.column("kind"), kind)).slice(0, rows).to_pylist()
-        if len({c["video_id"] for c in candidates}) >= rows:
+        pairs += table.filter(pc.equal(table.column("kind"), "pair")).slice(0, rows).to_pylist()
+        reals += table.filter(pc.not_equal(table.column("kind"), "pair")).to_pylist()
+        if len({c["video_id"] for c in pairs}) >= rows:
             break
-    if not candidates:
-        return
-    # pairs before self-blends, one crop per video before a second one of any video
     seen: dict[str, int] = {}
-    for c in candidates:
+    for c in pairs:
         seen[c["video_id"]] = seen.get(c["video_id"], -1) + 1
-        c["_rank"] = (seen[c["video_id"]], c["kind"] != "pair")
-    picked = sorted(candidates, key=lambda c: c["_rank"])[:rows]
-    reals = {}
-    for name in names:
-        table = run.read_parquet(f"crops/{name}", columns=["sample_id", "image"])
-        want = {f"{r['original_id']}:{r['frame_index']}:{r['track_id']}:real" for r in picked}
-        for sample_id, image in zip(table.column("sample_id").to_pylist(),
-                                    table.column("image").to_pylist()):
-            if sample_id in want:
-                reals[sample_id] = image
+        c["_rank"] = seen[c["video_id"]]
+    real_of = {f"{r['original_id']}:{r['frame_index']}:{r['track_id']}": r["image"] for r in reals}
     tiles = []
-    for r in picked:
-        fake = faces.decode_image(r["image"])
-        key = f"{r['original_id']}:{r['frame_index']}:{r['track_id']}:real"
-        real = faces.decode_image(reals[key]) if key in reals else np.zeros_like(fake)
-        mask = faces.decode_image(r["mask"]) * 255
-        tiles += [real, fake, mask]
-    run.write_bytes("figures/masks.png", figures.png_bytes(figures.grid(tiles, 3, (256, 256))))
+    for c in sorted(pairs, key=lambda c: c["_rank"])[:rows]:
+        fake = faces.decode_image(c["image"])
+        real = real_of.get(f"{c['original_id']}:{c['frame_index']}:{c['track_id']}")
+        tiles += [faces.decode_image(real) if real else np.zeros_like(fake), fake,
+                  faces.decode_image(c["mask"]) * 255]
+    rng = np.random.default_rng(0)
+    for r in [r for r in reals if r["landmarks"]][: rows - len(tiles) // 3]:
+        real = faces.decode_image(r["image"])
+        fake, mask = self_blend(real, np.reshape(r["landmarks"], (-1, 2)), rng)
+        tiles += [real, fake, mask * 255]
+    if tiles:
+        run.write_bytes("figures/masks.png", figures.png_bytes(figures.grid(tiles, 3, (256, 256))))
 
 
 def run_prepare(config: PrepareConfig) -> PrepareSummary:

@@ -1,17 +1,18 @@
 """The train stage: the detector network on the prepare stage's crops, with Ray Train.
 
-Each worker reads only its own rows of ``RUN/crops/*.parquet``: every epoch, all workers draw
-the same class-balanced plan (all crops of the smaller class, as many of the larger, freshly
-sampled each epoch; DFDC has 5 fakes to 1 real), and rank ``r`` of ``w`` takes rows
-``r, r + w, ...`` of it, cut to the same length on every rank, as DDP needs. (Ray Data's
-streaming split would need CPUs beyond the training workers', which a small machine lacks.)
+What each worker sees is :mod:`deepfake_lib.training_data`: its own items of a per-epoch plan
+shared by all workers, real faces each with a pseudo-fake made from it afresh (self-blends and
+other people's faces blended in, with exact masks), and fakes of real pairs. Loss: Dice + BCE
+on the mask plus ``label_weight`` x BCE on the label.
 
-Loss: Dice + BCE on the mask plus ``label_weight`` x BCE on the label. Augmentations
-(albumentations) act on image and mask together. Validation, on rank 0, over the ``val``
-split (identities not trained on): crop- and video-level log loss, AUC, accuracy, mask IoU.
-A checkpoint is reported every epoch; Ray Train keeps the best by validation log loss and
-restarts failed workers from the latest. ``RUN/model/`` gets the best weights
-(``model.pt``), ``config.json`` and every epoch's ``metrics.json``.
+Validation, on rank 0, uses real labelled faces only (never pseudo-fakes): the ``val`` split
+of the crops (identities not trained on) and ``val_data`` folders of labelled crops. Each
+epoch a temperature is fitted on the validation logits; ``val_logloss`` is the calibrated log
+loss over all validation crops, and the epoch with the lowest is the model (its temperature
+goes into ``config.json``). Without validation data the last epoch is kept, uncalibrated.
+A checkpoint is reported every epoch; Ray Train restarts failed workers from the latest.
+``RUN/model/`` gets the best weights (``model.pt``), ``config.json`` and every epoch's
+``metrics.json``.
 """
 
 from __future__ import annotations
@@ -22,17 +23,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-import cv2
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from deepfake_lib import faces, metrics, storage
+from deepfake_lib import metrics, storage, training_data
 from deepfake_lib.model import ModelConfig, build_model, to_batch
 from deepfake_lib.storage import RunDir
-
-INDEX_COLUMNS = ["sample_id", "video_id", "label", "split", "kind"]
-CHUNK = 1024  # crops decoded at once: each file is read once per chunk, not once per batch
+from deepfake_lib.training_data import ValidationSet
 
 
 @dataclass(frozen=True)
@@ -40,12 +36,15 @@ class TrainConfig:
     out: str
     model: ModelConfig = ModelConfig()
     workers: int = 2
+    cpus_per_worker: float = 1.0     # each worker's torch threads follow it
     use_gpu: bool = False
     epochs: int = 5
     batch_size: int = 16
     lr: float = 3e-4
     mask_weight: float = 1.0
     label_weight: float = 1.0
+    xray_share: float = 0.5          # pseudo-fakes that blend in another person's face
+    val_data: tuple[str, ...] = ()   # folders of labelled crops (real/, fake/) to validate on
     augment: bool = True
     max_failures: int = 2
     seed: int = 0
@@ -70,115 +69,53 @@ class TrainSummary:
                 f"model in {self.model_dir}")
 
 
-def crop_index(run: RunDir) -> pa.Table:
-    """Small columns of every crop, with the file (``file``) and row (``row``) holding it."""
-    names = run.list("crops", ".parquet")
-    if not names:
-        raise ValueError(f"no crops in {run.uri('crops')}: run jobs/prepare.py first")
-    tables = []
-    for name in names:
-        t = run.read_parquet(f"crops/{name}", columns=INDEX_COLUMNS)
-        tables.append(t.append_column("file", pa.array([name] * t.num_rows))
-                       .append_column("row", pa.array(np.arange(t.num_rows), pa.int32())))
-    index = pa.concat_tables(tables)
-    if index.num_rows == 0:
-        raise ValueError(f"the crops in {run.uri('crops')} are empty: no face was prepared")
-    return index
-
-
-def epoch_rows(labels: np.ndarray, epoch: int, seed: int, rank: int, world: int,
-               balance: bool = True) -> np.ndarray:
-    """Positions (into ``labels``) this rank trains on in ``epoch``; the same length on every
-    rank. With ``balance``, as many of each class as the smaller class has."""
-    rng = np.random.default_rng([seed, epoch])
-    by_class = [np.flatnonzero(labels == c) for c in (0, 1)]
-    if balance and all(len(c) for c in by_class):
-        n = min(len(c) for c in by_class)
-        chosen = np.concatenate([rng.choice(c, n, replace=False) for c in by_class])
-    else:
-        chosen = np.arange(len(labels))
-    chosen = rng.permutation(chosen)
-    per_rank = len(chosen) // world
-    return chosen[rank::world][:per_rank]
-
-
-def load_crops(run: RunDir, index: pa.Table, positions: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded images ``(n, H, W, 3)`` and masks ``(n, H, W)`` of ``index`` rows, in order,
-    reading from each file only the rows wanted."""
-    files = np.asarray(index.column("file").to_pylist(), dtype=object)[positions]
-    rows = index.column("row").to_numpy()[positions]
-    images: list = [None] * len(positions)
-    masks: list = [None] * len(positions)
-    for name in sorted(set(files.tolist())):
-        at = np.flatnonzero(files == name)
-        table = run.read_parquet(f"crops/{name}", columns=["image", "mask"]).take(rows[at])
-        for k, image, mask in zip(at, table.column("image").to_pylist(),
-                                  table.column("mask").to_pylist()):
-            images[k] = faces.decode_image(image)
-            masks[k] = faces.decode_image(mask)[..., 0]
-    return np.stack(images), np.stack(masks)
-
-
-def augmentations(size: int):
-    """Image-and-mask augmentations that fit deepfake detection."""
-    import albumentations as A  # noqa: PLC0415
-
-    return A.Compose([
-        A.HorizontalFlip(p=0.5),
-        A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), p=0.5),
-        A.ImageCompression(quality_range=(40, 95), p=0.5),
-        A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.06))], p=0.3),
-        A.RandomBrightnessContrast(0.15, 0.15, p=0.5),
-        A.Resize(size, size),
-    ])
-
-
-def _tensors(images: np.ndarray, masks_: np.ndarray, size: int, augment):
+def evaluate(model, sets: list[ValidationSet], config: ModelConfig, device) -> dict:
+    """Scores of ``model`` on the validation sets, calibrated by a temperature fitted on all
+    of them together (empty without validation data)."""
     import torch  # noqa: PLC0415
 
-    if augment is not None:
-        out = [augment(image=i, mask=m) for i, m in zip(images, masks_)]
-        images = np.stack([o["image"] for o in out])
-        masks_ = np.stack([o["mask"] for o in out])
-    x = to_batch(list(images), size)
-    m = np.stack([cv2.resize(k, (size, size), interpolation=cv2.INTER_NEAREST) for k in masks_])
-    return x, torch.from_numpy(m.astype(np.float32))[:, None]
-
-
-def evaluate(model, run: RunDir, index: pa.Table, config: TrainConfig, device) -> dict:
-    """Crop- and video-level scores of ``model`` on the ``val`` split (empty if none)."""
-    import torch  # noqa: PLC0415
-
-    val = np.flatnonzero(pc.equal(index.column("split"), "val").to_numpy(zero_copy_only=False))
-    if not len(val):
+    if not sets:
         return {}
-    labels = index.column("label").to_numpy()[val]
-    probs, ious = [], []
+    logits = []
     model.eval()
     with torch.inference_mode():
-        for chunk in range(0, len(val), CHUNK):
-            images, masks_ = load_crops(run, index, val[chunk:chunk + CHUNK])
-            for start in range(0, len(images), 64):
-                x, m = _tensors(images[start:start + 64], masks_[start:start + 64],
-                                config.model.image_size, None)
-                mask_logits, logits = model(x.to(device))
-                probs.append(torch.sigmoid(logits.float()).squeeze(1).cpu().numpy())
-                ious.append(metrics.mask_iou((mask_logits.float() > 0).cpu().numpy(),
-                                             m.numpy() > 0.5))
+        for s in sets:
+            for start in range(0, len(s.images), 64):
+                x = to_batch(s.images[start:start + 64], config).to(device)
+                features = model.encoder(x)
+                logits.append(model.classification_head(features[-1]).float().squeeze(1)
+                              .cpu().numpy())
     model.train()
-    probs = np.concatenate(probs)
-    frame = metrics.binary_scores(labels, probs)
-    videos = np.asarray(index.column("video_id").to_pylist(), dtype=object)[val]
-    per_video = {}
-    for v, p, y in zip(videos, probs, labels):
-        per_video.setdefault(v, ([], y))[0].append(p)
-    video = metrics.binary_scores(np.array([y for _, y in per_video.values()]),
-                                  np.array([np.mean(p) for p, _ in per_video.values()]))
-    out = {f"val_{k}": v for k, v in frame.items()}
-    out.update({f"val_video_{k}": v for k, v in video.items()})
-    out["val_mask_iou"] = float(np.mean(ious))
+    z = np.concatenate(logits)
+    y = np.concatenate([s.labels for s in sets])
+    temperature = metrics.fit_temperature(y, z)
+    probs = 1 / (1 + np.exp(-z / temperature))
+    out = {f"val_{k}": v for k, v in metrics.binary_scores(y, probs).items()}
+    out["val_logloss_uncalibrated"] = metrics.log_loss(y, 1 / (1 + np.exp(-z)))
+    out["val_temperature"] = temperature
+    at = 0
+    for s in sets:
+        p = probs[at:at + len(s.images)]
+        at += len(s.images)
+        out.update({f"val_{s.name}_{k}": v for k, v in metrics.binary_scores(s.labels, p).items()
+                    if k in ("logloss", "auc")})
+        per_video: dict[str, list[float]] = {}
+        for v, q in zip(s.videos, p):
+            per_video.setdefault(v, []).append(float(q))
+        if len(per_video) < len(s.videos):  # crops grouped into videos: score the videos
+            label_of = dict(zip(s.videos, s.video_labels))
+            video = metrics.binary_scores(np.array([label_of[v] for v in per_video]),
+                                          np.array([np.mean(q) for q in per_video.values()]))
+            out.update({f"val_{s.name}_video_{k}": v for k, v in video.items()
+                        if k in ("logloss", "auc", "count")})
     return out
+
+
+def learning_rate(base: float, step: int, total: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``: a function
+    of the step alone, so a resumed run follows the same schedule."""
+    warm = min(1.0, (step + 1) / max(1, warmup))
+    return base * warm * 0.5 * (1 + np.cos(np.pi * min(step, total) / max(1, total)))
 
 
 def train_loop(loop_config: dict) -> None:
@@ -189,17 +126,21 @@ def train_loop(loop_config: dict) -> None:
     import torch  # noqa: PLC0415
 
     raw = dict(loop_config["config"])
-    config = TrainConfig(**{**raw, "model": ModelConfig(**raw["model"])})
+    config = TrainConfig(**{**raw, "model": ModelConfig.from_json(json.dumps(raw["model"])),
+                            "val_data": tuple(raw["val_data"])})
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if not config.use_gpu:
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     torch.manual_seed(config.seed + rank)
     run = RunDir(config.out)
-    index = crop_index(run)
-    train = np.flatnonzero(pc.equal(index.column("split"), "train").to_numpy(zero_copy_only=False))
-    all_labels = index.column("label").to_numpy().astype(np.float32)
-    labels = all_labels[train]
+    index = training_data.crop_index(run)
+    train = training_data.split_rows(index, "train")
+    labels = index.column("label").to_numpy().astype(np.float32)
+    kinds = np.asarray(index.column("kind").to_pylist(), dtype=object)[train]
+    margin, size = config.model.crop_margin, config.model.image_size
+    val_sets = (training_data.validation_sets(run, index, config.val_data, margin, size)
+                if rank == 0 else [])
 
     model = build_model(config.model, pretrained=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
@@ -219,20 +160,33 @@ def train_loop(loop_config: dict) -> None:
     bce = torch.nn.BCEWithLogitsLoss()
     amp = config.use_gpu and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    augment = augmentations(config.model.image_size) if config.augment else None
+    augment = training_data.augmentations() if config.augment else None
+    steps_per_epoch = -(-len(training_data.epoch_items(kinds, 0, config.seed, rank, world))
+                        // config.batch_size)
+    total = steps_per_epoch * config.epochs
 
     for epoch in range(start_epoch, config.epochs):
         began = time.monotonic()
-        mine = train[epoch_rows(labels, epoch, config.seed, rank, world)]
+        rng = np.random.default_rng([config.seed, epoch, rank])
+        items = training_data.epoch_items(kinds, epoch, config.seed, rank, world)
         losses = []
-        for chunk in range(0, len(mine), CHUNK):
-            rows = mine[chunk:chunk + CHUNK]
-            images, masks_ = load_crops(run, index, rows)
-            for start in range(0, len(rows), config.batch_size):
-                part = slice(start, start + config.batch_size)
-                x, m = _tensors(images[part], masks_[part], config.model.image_size, augment)
-                y = torch.from_numpy(all_labels[rows[part]])[:, None]
-                x, m, y = x.to(device), m.to(device), y.to(device)
+        step = epoch * steps_per_epoch
+        for chunk in range(0, len(items), training_data.CHUNK):
+            part = items[chunk:chunk + training_data.CHUNK]
+            positions, local = np.unique(part[:, 0], return_inverse=True)
+            crops = training_data.load_crops(run, index, train[positions])
+            chunk_labels = labels[train[positions]]
+            for start in range(0, len(part), config.batch_size):
+                batch = [(int(k), int(mode)) for k, mode in
+                         zip(local[start:start + config.batch_size],
+                             part[start:start + config.batch_size, 1])]
+                images, masks_, ys = training_data.training_batch(
+                    crops, batch, chunk_labels, size, margin, config.xray_share, augment, rng)
+                x = to_batch(images, config.model).to(device)
+                m = torch.from_numpy(masks_)[:, None].to(device)
+                y = torch.from_numpy(ys)[:, None].to(device)
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config.lr, step, total, steps_per_epoch // 2)
                 with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
                     mask_logits, logits = model(x)
                     loss = config.mask_weight * (dice(mask_logits, m) + bce(mask_logits, m)) \
@@ -242,11 +196,14 @@ def train_loop(loop_config: dict) -> None:
                 scaler.step(optimizer)
                 scaler.update()
                 losses.append(float(loss.detach()))
+                step += 1
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "train_samples": int(len(mine) * world), "seconds": time.monotonic() - began}
+               "train_samples": int(len(items) * world), "seconds": time.monotonic() - began,
+               "resumed": int(start_epoch > 0)}  # this attempt began from a checkpoint
         if rank == 0:
-            row.update(evaluate(net, run, index, config, device))
-            row.setdefault("val_logloss", row["train_loss"])  # no val split: rank by train loss
+            row.update(evaluate(net, val_sets, config.model, device))
+        # the checkpoint Ray keeps as best: lowest calibrated validation loss, else the latest
+        row["selection_loss"] = row.get("val_logloss", -float(epoch))
         history.append(row)
         with tempfile.TemporaryDirectory() as d:
             report_checkpoint = None
@@ -256,7 +213,8 @@ def train_loop(loop_config: dict) -> None:
                 json.dump(history, open(os.path.join(d, "metrics.json"), "w"), indent=2)
                 report_checkpoint = ray.train.Checkpoint.from_directory(d)
                 shown = ", ".join(f"{k} {v:.3f}" for k, v in row.items()
-                                  if isinstance(v, float) and k != "seconds")
+                                  if isinstance(v, float) and k not in ("seconds", "selection_loss")
+                                  and k.count("_") <= 1)
                 print(f"train: epoch {epoch + 1}/{config.epochs}: {shown} "
                       f"({row['seconds']:.0f} s)", flush=True)
             ray.train.report({k: v for k, v in row.items() if isinstance(v, (int, float))},
@@ -268,17 +226,21 @@ def train_loop(loop_config: dict) -> None:
 
 
 def check_config(config: TrainConfig) -> ModelConfig:
-    """Fail before any worker starts: bad flags, no crops, unbuildable model or missing
-    weights. Returns the model config with the training prior filled in."""
+    """Fail before any worker starts: bad flags, no crops, no validation folder where one is
+    named, unbuildable model or missing weights. Returns the model config."""
     if config.workers < 1 or config.epochs < 1 or config.batch_size < 1:
         raise ValueError("--workers, --epochs and --batch-size must be at least 1")
-    index = crop_index(RunDir(config.out))
-    build_model(config.model, pretrained=True)  # also fills the weights cache for the workers
-    train = pc.equal(index.column("split"), "train")
-    labels = index.filter(train).column("label").to_numpy()
-    if not len(labels):
+    if config.cpus_per_worker <= 0:
+        raise ValueError(f"--cpus-per-worker must be above 0, got {config.cpus_per_worker}")
+    if not 0 <= config.xray_share <= 1:
+        raise ValueError(f"--xray-share must be in [0, 1], got {config.xray_share}")
+    index = training_data.crop_index(RunDir(config.out))
+    if not len(training_data.split_rows(index, "train")):
         raise ValueError("no crop in the train split")
-    return replace(config.model, prior=float(labels.mean()))
+    for folder in config.val_data:
+        training_data.labelled_folder(folder, 8)
+    build_model(config.model, pretrained=True)  # also fills the weights cache for the workers
+    return config.model
 
 
 def run_train(config: TrainConfig) -> TrainSummary:
@@ -300,7 +262,7 @@ def run_train(config: TrainConfig) -> TrainSummary:
         run.delete("model")
     elif run.exists("train_runs/model_config.json"):
         earlier = ModelConfig.from_json(run.read_bytes("train_runs/model_config.json"))
-        if replace(earlier, prior=0.5) != replace(model_config, prior=0.5):
+        if replace(earlier, temperature=1.0) != model_config:
             raise ValueError(f"{run.uri('train_runs')} holds a run of another model ({earlier}); "
                              "it would resume from it. Use --overwrite or a new --out.")
     run.write_bytes("train_runs/model_config.json", model_config.to_json().encode())
@@ -309,10 +271,12 @@ def run_train(config: TrainConfig) -> TrainSummary:
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"config": asdict(config)},
-        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu),
+        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu,
+                                     resources_per_worker={"CPU": config.cpus_per_worker,
+                                                           "GPU": float(config.use_gpu)}),
         run_config=RunConfig(
             name="train", storage_path=path, storage_filesystem=fs,
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_logloss",
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="selection_loss",
                                                checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=config.max_failures)),
     )
@@ -321,13 +285,14 @@ def run_train(config: TrainConfig) -> TrainSummary:
     except TrainingFailedError as exc:
         raise RuntimeError(f"training failed after {config.max_failures} restarts: "
                            f"{str(exc)[-2000:]}") from None
-    best = min(result.best_checkpoints, key=lambda cm: cm[1]["val_logloss"])[0] \
+    best = min(result.best_checkpoints, key=lambda cm: cm[1]["selection_loss"])[0] \
         if result.best_checkpoints else result.checkpoint
     with best.as_directory() as d:
         run.write_bytes("model/model.pt", open(os.path.join(d, "model.pt"), "rb").read())
         best_history = json.load(open(os.path.join(d, "metrics.json")))
     with result.checkpoint.as_directory() as d:
         history = json.load(open(os.path.join(d, "metrics.json")))
+    model_config = replace(model_config, temperature=best_history[-1].get("val_temperature", 1.0))
     run.write_bytes("model/config.json", model_config.to_json().encode())
     run.write_json("model/metrics.json", history)
     summary = TrainSummary(model_dir=run.uri("model"), epochs=len(history),

@@ -1,4 +1,4 @@
-"""Prepare stage: training crops with masks of altered pixels, and self-blended fakes.
+"""Prepare stage: training crops with masks of altered pixels, and landmarks of real faces.
 
     python jobs/prepare.py --data PATH [PATH ...] --out RUN [--every 10] [--crop-size 256]
 
@@ -23,12 +23,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
     p.add_argument("--every", type=int, default=10, help="crop every k-th frame (10: 30 crops per 10-s clip)")
     p.add_argument("--crop-size", type=int, default=256, help="crops are resized to this square, px")
-    p.add_argument("--margin", type=float, default=0.3, help="added on each side, times the face size")
+    p.add_argument("--margin", type=float, default=PrepareConfig.margin,
+                   help="added on each side, times the face size (default: twice the model's\n"
+                        "crop margin, so training can vary the framing)")
     p.add_argument("--detect-every-s", type=float, default=1.0, help="seconds between face detections")
     p.add_argument("--detector", default="mtcnn", choices=DETECTORS)
     p.add_argument("--max-tracks", type=int, default=4, help="largest faces cropped per frame")
     p.add_argument("--mask-method", default=DEFAULT_METHOD, choices=METHODS)
-    p.add_argument("--no-self-blend", action="store_true", help="no self-blended fakes from reals")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of identity clusters held out")
     p.add_argument("--batch-size", type=int, default=4, help="videos or pairs per Ray task")
     p.add_argument("--seed", type=int, default=0)
@@ -39,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
     config = PrepareConfig(data=tuple(a.data), out=a.out, every=a.every, crop_size=a.crop_size,
                            margin=a.margin, detect_every_s=a.detect_every_s, detector=a.detector,
                            max_tracks=a.max_tracks, mask_method=a.mask_method,
-                           self_blend=not a.no_self_blend, val_fraction=a.val_fraction,
+                           val_fraction=a.val_fraction,
                            batch_size=a.batch_size, seed=a.seed, overwrite=a.overwrite,
                            tasks=TaskOptions(cpus_per_task=a.cpus_per_task))
     return config, a.address

@@ -18,6 +18,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True, help="run directory holding crops/ (local or s3://)")
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="CPUs each worker reserves; its torch threads follow it")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, mixed precision")
     p.add_argument("--arch", default="Unet", help="segmentation-models-pytorch architecture")
     p.add_argument("--encoder", default="tu-tf_efficientnet_lite0", help="smp encoder name")
@@ -27,9 +29,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=16, help="per worker")
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--image-size", type=int, default=ModelConfig.image_size, help="network input, px")
+    p.add_argument("--crop-margin", type=float, default=ModelConfig.crop_margin,
+                   help="face crop margin the score stage uses, times the face size (training\n"
+                        "varies it from 0 to twice this; prepare's crops must be that wide)")
     p.add_argument("--mask-weight", type=float, default=1.0, help="weight of the mask loss")
     p.add_argument("--label-weight", type=float, default=1.0, help="weight of the label loss")
+    p.add_argument("--xray-share", type=float, default=0.5,
+                   help="share of pseudo-fakes blending in another person's face (the rest\n"
+                        "are self-blends)")
+    p.add_argument("--val-data", nargs="*", default=[],
+                   help="folders of labelled face crops (real/, fake/) to validate and calibrate\n"
+                        "on, besides the val split; never trained on")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--max-failures", type=int, default=2, help="worker failures survived")
     p.add_argument("--seed", type=int, default=0)
@@ -37,10 +48,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
     model = ModelConfig(arch=a.arch, encoder=a.encoder, encoder_weights=a.encoder_weights,
-                        image_size=a.image_size)
-    config = TrainConfig(out=a.out, model=model, workers=a.workers, use_gpu=a.use_gpu,
+                        image_size=a.image_size, crop_margin=a.crop_margin)
+    config = TrainConfig(out=a.out, model=model, workers=a.workers,
+                         cpus_per_worker=a.cpus_per_worker, use_gpu=a.use_gpu,
                          epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                          mask_weight=a.mask_weight, label_weight=a.label_weight,
+                         xray_share=a.xray_share, val_data=tuple(a.val_data),
                          augment=not a.no_augment, max_failures=a.max_failures, seed=a.seed,
                          overwrite=a.overwrite)
     return config, a.address

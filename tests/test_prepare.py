@@ -3,7 +3,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from deepfake_lib import faces
-from deepfake_lib.prepare import CROP_SCHEMA, assign_splits, run_prepare
+from deepfake_lib.prepare import CROP_SCHEMA, PrepareConfig, assign_splits, run_prepare
 
 pytestmark = pytest.mark.ray
 
@@ -13,8 +13,15 @@ def test_ffpp_pairs_become_crops_with_masks(ffpp_crops):
     table = pq.read_table(f"{config.out}/crops")
     assert table.schema.equals(CROP_SCHEMA, check_metadata=False)
     rows = table.to_pylist()
-    kinds = {k: sum(r["kind"] == k for r in rows) for k in ("pair", "real", "self_blend")}
-    assert kinds["pair"] == kinds["real"] and kinds["self_blend"] >= 0.9 * kinds["real"]
+    kinds = {k: sum(r["kind"] == k for r in rows) for k in ("pair", "real")}
+    assert sum(kinds.values()) == len(rows)
+    # a fake's crop is dropped only where its face was not altered: Deepfakes and FaceSwap
+    # replace the face in every frame; NeuralTextures changes the mouth alone
+    per_video = {v: sum(r["video_id"] == v for r in rows) for v in
+                 ("519.mp4", "519_515.mp4", "634.mp4", "634_660.mp4", "004.mp4", "004_982.mp4")}
+    assert per_video["519_515.mp4"] == per_video["519.mp4"]
+    assert per_video["634_660.mp4"] == per_video["634.mp4"]
+    assert per_video["004.mp4"] / 2 <= per_video["004_982.mp4"] <= per_video["004.mp4"]
     # 751, 338 and 309 frames, every 25th: at least one face in each sampled frame
     frames = {}
     for r in rows:
@@ -22,12 +29,20 @@ def test_ffpp_pairs_become_crops_with_masks(ffpp_crops):
             frames.setdefault(r["video_id"], set()).add(r["frame_index"])
     assert {v: len(f) for v, f in frames.items()} == {"519.mp4": 31, "634.mp4": 14, "004.mp4": 13}
     labels = [r["label"] for r in rows]
-    assert labels.count(0) == kinds["real"] and labels.count(1) == kinds["pair"] + kinds["self_blend"]
+    assert labels.count(0) == kinds["real"] and labels.count(1) == kinds["pair"]
     assert len({r["sample_id"] for r in rows}) == len(rows)
     for r in rows:
         image, mask = faces.decode_image(r["image"]), faces.decode_image(r["mask"])[..., 0]
         assert image.shape == (256, 256, 3) and set(np.unique(mask)) <= {0, 1}
-        assert (mask.sum() == 0) == (r["label"] == 0) or r["kind"] == "pair"
+        assert (mask.sum() == 0) == (r["label"] == 0)
+        top, right, bottom, left = r["face_box"]
+        assert 0 <= top < bottom <= 256 and 0 <= left < right <= 256
+        if r["kind"] == "real":  # the face's 68 landmarks, inside its box (give or take)
+            points = np.reshape(r["landmarks"], (-1, 2))
+            assert points.shape == (68, 2)
+            inside = ((points[:, 0] >= left - 20) & (points[:, 0] <= right + 20)
+                      & (points[:, 1] >= top - 20) & (points[:, 1] <= bottom + 20))
+            assert inside.all()
         if r["kind"] == "pair":
             assert r["original_id"] == r["video_id"].split("_")[0] + ".mp4"
     pair_masks = [faces.decode_image(r["mask"])[..., 0] for r in rows if r["kind"] == "pair"]
@@ -56,13 +71,27 @@ def test_bad_inputs_are_error_rows(ray_session, shared_data, bad_inputs, tmp_pat
     folder, expected = bad_inputs
     out = tmp_path / "run"
     code = main(["--data", str(folder), str(shared_data / "videos" / "dfdc"), "--out", str(out),
-                 "--every", "50", "--no-self-blend"])
+                 "--every", "50"])
     assert code == 0
     errors = {r["video_id"]: r["kind"] for r in pq.read_table(out / "prepare_errors").to_pylist()}
     assert {k: errors[k] for k in expected} == expected
     assert errors["brtujopkby.mp4"] == "no_original"  # the DFDC fake's original is absent
     crops = pq.read_table(out / "crops").to_pylist()
     assert {r["video_id"] for r in crops} == {"lynaeydofd.mp4"}
+
+
+def test_photos_are_real_faces_for_training_only(ray_session, shared_data, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    names = sorted(p.name for p in (shared_data / "faces" / "real_photos").glob("*.jpg"))[:6]
+    for name in names:
+        (photos / name).symlink_to(shared_data / "faces" / "real_photos" / name)
+    out = tmp_path / "run"
+    summary = run_prepare(PrepareConfig(data=(str(photos),), out=str(out), val_fraction=0.5))
+    rows = pq.read_table(out / "crops").to_pylist()
+    assert summary.crops == {"photo": len(rows)} and len(rows) >= 5
+    assert {r["split"] for r in rows} == {"train"}  # no fake of them to validate on
+    assert all(len(r["landmarks"]) == 136 and r["label"] == 0 for r in rows)
 
 
 def test_splits_keep_groups_whole_and_have_both_sides():

@@ -1,0 +1,241 @@
+"""What the train stage feeds the network: the prepare stage's crops, and pseudo-fakes made
+from its real faces afresh every epoch.
+
+Each epoch is a plan of *items*, ``(row, mode)`` pairs, shared by every worker (rank ``r`` of
+``w`` takes items ``r, r + w, ...``, the same count on every rank, as DDP needs):
+
+- every real face (crops of real videos and of photos, kind ``real``/``photo``) appears twice:
+  as itself (``real``, label 0) and as a pseudo-fake made from it (``blend``, label 1): a
+  self-blend or, with probability ``xray_share``, another person's face blended in
+  (:mod:`deepfake_lib.blend`), with its exact mask;
+- fakes of real fake/original pairs (kind ``pair``) come with as many real faces again, so
+  the classes stay balanced whatever the share of pairs.
+
+Items of one real face stay next to each other (a batch sees a face and its pseudo-fake
+together, as in Shiohara and Yamasaki's recipe); the order of those groups is shuffled per
+epoch. Rows are read from the Parquet files in chunks of :data:`CHUNK` rows, each file once
+per chunk.
+
+Every image is then re-cut around its face box at a margin drawn from ``[0, 2 x margin]``
+(the score stage crops at ``margin``), so the network sees tight and loose framings, and
+augmented (flips, JPEG and video-like compression, blur, noise, colour). Validation never
+sees a pseudo-fake: :func:`validation_sets` holds the val split's real videos and real
+fakes, and labelled folders of crops (``real/``, ``fake/``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from deepfake_lib import blend, faces
+from deepfake_lib.storage import RunDir
+
+INDEX_COLUMNS = ["sample_id", "video_id", "original_id", "label", "split", "kind", "cluster"]
+CHUNK = 1024
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+REAL, BLEND, PAIR = 0, 1, 2  # item modes
+
+
+def crop_index(run: RunDir) -> pa.Table:
+    """Small columns of every crop, with the file (``file``) and row (``row``) holding it."""
+    names = run.list("crops", ".parquet")
+    if not names:
+        raise ValueError(f"no crops in {run.uri('crops')}: run jobs/prepare.py first")
+    tables = []
+    for name in names:
+        t = run.read_parquet(f"crops/{name}", columns=INDEX_COLUMNS)
+        tables.append(t.append_column("file", pa.array([name] * t.num_rows))
+                       .append_column("row", pa.array(np.arange(t.num_rows), pa.int32())))
+    index = pa.concat_tables(tables)
+    if index.num_rows == 0:
+        raise ValueError(f"the crops in {run.uri('crops')} are empty: no face was prepared")
+    return index
+
+
+def split_rows(index: pa.Table, split: str) -> np.ndarray:
+    """Positions of ``index`` rows in ``split``."""
+    return np.flatnonzero(pc.equal(index.column("split"), split).to_numpy(zero_copy_only=False))
+
+
+def epoch_items(kinds: np.ndarray, epoch: int, seed: int, rank: int, world: int) -> np.ndarray:
+    """This rank's ``(position, mode)`` items of ``epoch`` (an ``(n, 2)`` int array) over
+    crops of ``kinds`` (``real``, ``photo``, ``pair``); see the module docstring."""
+    rng = np.random.default_rng([seed, epoch])
+    reals = np.flatnonzero(kinds != "pair")
+    pairs = np.flatnonzero(kinds == "pair")
+    groups = [[(r, REAL), (r, BLEND)] for r in reals]
+    if len(reals):
+        extra = rng.choice(reals, len(pairs), replace=len(pairs) > len(reals))
+        groups += [[(p, PAIR), (r, REAL)] for p, r in zip(pairs, extra)]
+    items = np.array([item for g in rng.permutation(len(groups)) for item in groups[g]],
+                     dtype=np.int64).reshape(-1, 2)
+    per_rank = len(items) // (2 * world) * 2  # whole groups, the same count on every rank
+    mine = items.reshape(-1, 2, 2)[rank::world][: per_rank // 2]
+    return mine.reshape(-1, 2)
+
+
+@dataclass
+class Crops:
+    """Decoded crops: RGB images ``(n, H, W, 3)``, 0/1 masks ``(n, H, W)``, face boxes
+    ``(n, 4)`` (top, right, bottom, left) and landmarks (``(68, 2)`` arrays, or empty)."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    boxes: np.ndarray
+    landmarks: list[np.ndarray]
+
+
+def load_crops(run: RunDir, index: pa.Table, positions: np.ndarray) -> Crops:
+    """The crops of ``index`` rows, in order, reading from each file only the rows wanted."""
+    files = np.asarray(index.column("file").to_pylist(), dtype=object)[positions]
+    rows = index.column("row").to_numpy()[positions]
+    n = len(positions)
+    images, masks = [None] * n, [None] * n
+    boxes, marks = np.zeros((n, 4), np.int32), [np.zeros((0, 2), np.float32)] * n
+    for name in sorted(set(files.tolist())):
+        at = np.flatnonzero(files == name)
+        table = run.read_parquet(f"crops/{name}", columns=["image", "mask", "face_box",
+                                                           "landmarks"]).take(rows[at])
+        for k, image, mask, box, points in zip(
+                at, *(table.column(c).to_pylist() for c in ("image", "mask", "face_box",
+                                                             "landmarks"))):
+            images[k] = faces.decode_image(image)
+            masks[k] = faces.decode_image(mask)[..., 0]
+            boxes[k] = box
+            marks[k] = np.asarray(points, np.float32).reshape(-1, 2)
+    return Crops(np.stack(images), np.stack(masks), boxes, marks)
+
+
+def pseudo_fake(crops: Crops, k: int, donors: np.ndarray, xray_share: float,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A pseudo-fake of crop ``k`` and its mask: another person's face (one of ``donors``,
+    positions in ``crops`` with landmarks, the closest in pose) with probability
+    ``xray_share``, else a self-blend."""
+    image, points = crops.images[k], crops.landmarks[k]
+    if len(donors) and rng.random() < xray_share:
+        candidates = rng.choice(donors, min(8, len(donors)), replace=False)
+        donor = min(candidates, key=lambda d: _pose_distance(crops.landmarks[d], points))
+        try:
+            return blend.xray_blend(image, points, crops.images[donor], crops.landmarks[donor],
+                                    rng)
+        except ValueError:
+            pass  # landmarks that cannot be aligned: a self-blend instead
+    return blend.self_blend(image, points, rng)
+
+
+def _pose_distance(a: np.ndarray, b: np.ndarray) -> float:
+    def unit(p: np.ndarray) -> np.ndarray:
+        p = p - p.mean(0)
+        return p / (np.linalg.norm(p) + 1e-6)
+
+    return float(np.linalg.norm(unit(a) - unit(b)))
+
+
+def recrop(image: np.ndarray, mask: np.ndarray, box: np.ndarray, margin: float, size: int,
+           rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The square around ``box`` (top, right, bottom, left) grown by ``margin`` on each side,
+    its centre moved by up to 5% of its side when ``rng`` is given, resized to ``size``."""
+    top, right, bottom, left = (float(v) for v in box)
+    side = max(bottom - top, right - left, 1.0) * (1 + 2 * margin)
+    cy, cx = (top + bottom) / 2, (left + right) / 2
+    if rng is not None:
+        cy, cx = np.array([cy, cx]) + rng.uniform(-0.05, 0.05, 2) * side
+    t, b = int(round(max(0.0, cy - side / 2))), int(round(min(image.shape[0], cy + side / 2)))
+    l, r = int(round(max(0.0, cx - side / 2))), int(round(min(image.shape[1], cx + side / 2)))
+    shrink = cv2.INTER_AREA if b - t > size else cv2.INTER_LINEAR
+    return (cv2.resize(image[t:b, l:r], (size, size), interpolation=shrink),
+            cv2.resize(mask[t:b, l:r], (size, size), interpolation=cv2.INTER_NEAREST))
+
+
+def augmentations():
+    """Image-and-mask augmentations that fit deepfake detection: what a video's faces go
+    through (compression, rescaling, blur, noise, light), never anything that would hide the
+    blending boundary in a label-dependent way."""
+    import albumentations as A  # noqa: PLC0415
+
+    return A.Compose([
+        A.HorizontalFlip(p=0.5),
+        A.ImageCompression(quality_range=(40, 95), p=0.7),
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.06)),
+                 A.Downscale(scale_range=(0.5, 0.9))], p=0.3),
+        A.RandomBrightnessContrast(0.15, 0.15, p=0.5),
+        A.HueSaturationValue(5, 10, 10, p=0.3),
+    ])
+
+
+def training_batch(crops: Crops, items: list[tuple[int, int]], labels: np.ndarray, size: int,
+                   margin: float, xray_share: float, augment, rng: np.random.Generator
+                   ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Images (RGB ``size`` squares), masks ``(n, size, size)`` and labels of ``items``,
+    ``(k, mode)`` with ``k`` a position in ``crops``."""
+    donors = np.array([k for k, points in enumerate(crops.landmarks) if len(points)], np.int64)
+    images, masks, ys = [], [], []
+    for k, mode in items:
+        if mode == BLEND:
+            others = donors[donors != k]
+            image, mask = pseudo_fake(crops, k, others, xray_share, rng)
+            y = 1
+        else:
+            image, mask, y = crops.images[k], crops.masks[k], int(labels[k] if mode == PAIR else 0)
+        image, mask = recrop(image, mask, crops.boxes[k], rng.uniform(0, 2 * margin), size, rng)
+        if augment is not None:
+            out = augment(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        images.append(image)
+        masks.append(mask)
+        ys.append(y)
+    return images, np.stack(masks).astype(np.float32), np.array(ys, np.float32)
+
+
+@dataclass
+class ValidationSet:
+    """Labelled faces that are not pseudo-fakes: RGB crops, labels (1 fake), and the video
+    each crop came from with that video's label (crops of folders are their own videos)."""
+
+    name: str
+    images: list[np.ndarray]
+    labels: np.ndarray
+    videos: list[str]
+    video_labels: np.ndarray
+
+
+def validation_sets(run: RunDir, index: pa.Table, val_data: tuple[str, ...], margin: float,
+                    size: int) -> list[ValidationSet]:
+    """The val split's real videos and real fakes (cut at ``margin``), then each folder of
+    ``val_data`` (``real/`` and ``fake/`` image files, taken as they are). Never a
+    pseudo-fake."""
+    sets = []
+    val = split_rows(index, "val")
+    if len(val):
+        crops = load_crops(run, index, val)
+        images = [recrop(i, m, b, margin, size)[0]
+                  for i, m, b in zip(crops.images, crops.masks, crops.boxes)]
+        labels = index.column("label").to_numpy()[val].astype(np.int64)
+        videos = np.asarray(index.column("video_id").to_pylist(), dtype=object)[val].tolist()
+        sets.append(ValidationSet("split", images, labels, videos, labels.copy()))
+    for folder in val_data:
+        sets.append(labelled_folder(folder, size))
+    return sets
+
+
+def labelled_folder(folder: str, size: int) -> ValidationSet:
+    """Crops in ``folder/real`` and ``folder/fake`` (local or s3://), resized to ``size``."""
+    images, labels, names = [], [], []
+    root = RunDir(folder)
+    for label, sub in ((0, "real"), (1, "fake")):
+        for name in sorted(n for n in root.list(sub) if n.lower().endswith(IMAGE_SUFFIXES)):
+            image = faces.decode_image(root.read_bytes(f"{sub}/{name}"))
+            shrink = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
+            images.append(cv2.resize(image, (size, size), interpolation=shrink))
+            labels.append(label)
+            names.append(f"{sub}/{name}")
+    if not images or len(set(labels)) < 2:
+        raise ValueError(f"{folder} needs image files in both real/ and fake/")
+    y = np.array(labels, np.int64)
+    return ValidationSet(os.path.basename(folder.rstrip("/")) or folder, images, y, names, y)
