@@ -266,7 +266,7 @@ def _mask_figure(run: RunDir, rows: int = 6) -> None:
     for r in [r for r in reals if r["landmarks"]][: rows - len(tiles) // 3]:
         real = faces.decode_image(r["image"])
         fake, mask = self_blend(real, np.reshape(r["landmarks"], (-1, 2)), rng)
-        tiles += [real, fake, mask * 255]
+        tiles += [real, fake, np.repeat(mask[..., None] * 255, 3, axis=2)]
     if tiles:
         run.write_bytes("figures/masks.png", figures.png_bytes(figures.grid(tiles, 3, (256, 256))))
 

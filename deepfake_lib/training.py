@@ -27,6 +27,7 @@ import numpy as np
 
 from deepfake_lib import metrics, storage, training_data
 from deepfake_lib.model import ModelConfig, build_model, to_batch
+from deepfake_lib.progress import Progress
 from deepfake_lib.storage import RunDir
 from deepfake_lib.training_data import ValidationSet
 
@@ -169,6 +170,8 @@ def train_loop(loop_config: dict) -> None:
         began = time.monotonic()
         rng = np.random.default_rng([config.seed, epoch, rank])
         items = training_data.epoch_items(kinds, epoch, config.seed, rank, world)
+        progress = Progress(f"train: epoch {epoch + 1}/{config.epochs}", len(items) * world,
+                            unit="samples", every_s=60.0 if rank == 0 else float("inf"))
         losses = []
         step = epoch * steps_per_epoch
         for chunk in range(0, len(items), training_data.CHUNK):
@@ -196,6 +199,7 @@ def train_loop(loop_config: dict) -> None:
                 scaler.step(optimizer)
                 scaler.update()
                 losses.append(float(loss.detach()))
+                progress.update(len(batch) * world)
                 step += 1
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                "train_samples": int(len(items) * world), "seconds": time.monotonic() - began,
