@@ -11,7 +11,7 @@ real faces alone:
   through the same kind of mask.
 
 Images are ``H x W x 3`` ``uint8`` RGB; landmarks an ``(n, 2)`` array of ``x, y`` pixels in
-that image (dlib's 68 points from :func:`deepfake_lib.faces.face_landmarks`). Masks returned
+that image (from :func:`deepfake_lib.faces.face_landmarks`; only their hull matters). Masks returned
 are ``uint8`` 0/1, 1 exactly where the pseudo-fake's pixels come from the other image (blend
 weight at least 5%); everywhere else the pseudo-fake equals the input.
 """

@@ -11,7 +11,7 @@ Units of work, one row each in the plan:
 - ``photo``: a photo (a one-frame real video from a folder of photos): as ``real``, always in
   the ``train`` split (it has no fake to validate on).
 
-Real and photo crops carry their face's 68 landmarks, from which the train stage makes fresh
+Real and photo crops carry their face's landmarks, from which the train stage makes fresh
 pseudo-fakes every epoch (:mod:`deepfake_lib.blend`). Crops are cut with twice the model's
 crop margin (:class:`deepfake_lib.model.ModelConfig`), so training can vary the framing
 around the margin the score stage uses.
@@ -58,7 +58,7 @@ CROP_SCHEMA = pa.schema([
     ("image", pa.binary()),          # PNG, RGB, crop_size square
     ("mask", pa.binary()),           # PNG, one channel of 0/1
     ("face_box", pa.list_(pa.int32(), 4)),      # top, right, bottom, left in the crop's pixels
-    ("landmarks", pa.list_(pa.float32())),      # x0, y0, x1, y1, ... (68 points; reals only)
+    ("landmarks", pa.list_(pa.float32())),      # x0, y0, x1, y1, ... (72 points; reals only)
     ("cluster", pa.int32()),         # identity cluster (-1: noise or unknown)
     ("split", pa.string()),          # train or val
 ])
@@ -165,7 +165,8 @@ def make_plan(run: RunDir, config: PrepareConfig) -> tuple[pa.Table, list[dict]]
 
 
 def _landmarks(crop: np.ndarray, box: faces.Box) -> list[float]:
-    """dlib's 68 landmarks of the face at ``box`` in ``crop``, flattened ``x0, y0, ...``."""
+    """The landmarks of the face at ``box`` in ``crop`` as face_recognition groups dlib's 68
+    (72 points: the lips' corners twice), flattened ``x0, y0, ...``."""
     marks = faces.face_landmarks(crop, [box])
     points = [c for feature in marks[0].values() for p in feature for c in p] if marks else []
     return [float(c) for c in points]

@@ -50,8 +50,9 @@ class TrainConfig:
     max_failures: int = 2
     seed: int = 0
     overwrite: bool = False          # start afresh instead of resuming RUN/train_runs
-    # Fault injection for tests: after its first checkpoint, the last worker creates this file
-    # (if it does not exist yet) and kills its own process.
+    # Fault injection for tests: in the first step after its first checkpoint (once Ray has
+    # recorded it), the last worker creates this file (if it does not exist yet) and kills its
+    # own process.
     crash_once_marker: str | None = None
 
 
@@ -116,7 +117,7 @@ def learning_rate(base: float, step: int, total: int, warmup: int) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``: a function
     of the step alone, so a resumed run follows the same schedule."""
     warm = min(1.0, (step + 1) / max(1, warmup))
-    return base * warm * 0.5 * (1 + np.cos(np.pi * min(step, total) / max(1, total)))
+    return float(base * warm * 0.5 * (1 + np.cos(np.pi * min(step, total) / max(1, total))))
 
 
 def train_loop(loop_config: dict) -> None:
@@ -180,6 +181,11 @@ def train_loop(loop_config: dict) -> None:
             crops = training_data.load_crops(run, index, train[positions])
             chunk_labels = labels[train[positions]]
             for start in range(0, len(part), config.batch_size):
+                if (config.crash_once_marker and epoch > 0 and rank == world - 1
+                        and not os.path.exists(config.crash_once_marker)):
+                    open(config.crash_once_marker, "w").close()
+                    ray.train.get_all_reported_checkpoints()  # Ray has recorded epoch 0's
+                    os._exit(1)
                 batch = [(int(k), int(mode)) for k, mode in
                          zip(local[start:start + config.batch_size],
                              part[start:start + config.batch_size, 1])]
@@ -223,10 +229,6 @@ def train_loop(loop_config: dict) -> None:
                       f"({row['seconds']:.0f} s)", flush=True)
             ray.train.report({k: v for k, v in row.items() if isinstance(v, (int, float))},
                              checkpoint=report_checkpoint)
-        if (config.crash_once_marker and rank == world - 1
-                and not os.path.exists(config.crash_once_marker)):
-            open(config.crash_once_marker, "w").close()
-            os._exit(1)
 
 
 def check_config(config: TrainConfig) -> ModelConfig:

@@ -83,7 +83,7 @@ def epoch_items(kinds: np.ndarray, epoch: int, seed: int, rank: int, world: int)
 @dataclass
 class Crops:
     """Decoded crops: RGB images ``(n, H, W, 3)``, 0/1 masks ``(n, H, W)``, face boxes
-    ``(n, 4)`` (top, right, bottom, left) and landmarks (``(68, 2)`` arrays, or empty)."""
+    ``(n, 4)`` (top, right, bottom, left) and landmarks (``(72, 2)`` arrays, or empty)."""
 
     images: np.ndarray
     masks: np.ndarray

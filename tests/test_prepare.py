@@ -37,9 +37,9 @@ def test_ffpp_pairs_become_crops_with_masks(ffpp_crops):
         assert (mask.sum() == 0) == (r["label"] == 0)
         top, right, bottom, left = r["face_box"]
         assert 0 <= top < bottom <= 256 and 0 <= left < right <= 256
-        if r["kind"] == "real":  # the face's 68 landmarks, inside its box (give or take)
+        if r["kind"] == "real":  # the face's landmarks, inside its box (give or take)
             points = np.reshape(r["landmarks"], (-1, 2))
-            assert points.shape == (68, 2)
+            assert points.shape == (72, 2)
             inside = ((points[:, 0] >= left - 20) & (points[:, 0] <= right + 20)
                       & (points[:, 1] >= top - 20) & (points[:, 1] <= bottom + 20))
             assert inside.all()
@@ -91,7 +91,7 @@ def test_photos_are_real_faces_for_training_only(ray_session, shared_data, tmp_p
     rows = pq.read_table(out / "crops").to_pylist()
     assert summary.crops == {"photo": len(rows)} and len(rows) >= 5
     assert {r["split"] for r in rows} == {"train"}  # no fake of them to validate on
-    assert all(len(r["landmarks"]) == 136 and r["label"] == 0 for r in rows)
+    assert all(len(r["landmarks"]) == 144 and r["label"] == 0 for r in rows)
 
 
 def test_splits_keep_groups_whole_and_have_both_sides():
