@@ -64,7 +64,7 @@ class ScoreConfig:
     max_tracks: int = 4
     aggregation: str = "confident"
     clip: float = 0.01
-    fallback: float | None = None     # None: the model's training prior
+    fallback: float = 0.5             # for videos with no answer; clipped like every probability
     actors: int | None = None         # default: what the cluster's resources allow
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
@@ -379,20 +379,22 @@ def default_actors(config: ScoreConfig) -> int:
 
 def run_score(config: ScoreConfig) -> ScoreSummary:
     """Score every video under ``config.data``; write scores, submission and leaderboard."""
-    from deepfake_lib.model import ModelConfig  # noqa: PLC0415
     from deepfake_lib.runtime import init_ray  # noqa: PLC0415
 
     start = time.monotonic()
+    if not 0.0 <= config.fallback <= 1.0:
+        raise ValueError(f"fallback {config.fallback:g} is not a probability (0 to 1)")
+    if not 0.0 <= config.clip < 0.5:
+        raise ValueError(f"clip {config.clip:g} must be at least 0 and below 0.5")
+    if config.aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {config.aggregation!r}")
+    fallback = float(np.clip(config.fallback, config.clip, 1 - config.clip))
     run = RunDir(config.out)
     model_dir = config.model or run.uri("model")
     if not storage.is_uri(model_dir):
         model_dir = RunDir(model_dir).location
     if not storage.exists(storage.join(model_dir, "config.json")):
         raise FileNotFoundError(f"no trained model in {model_dir}: run jobs/train.py first")
-    prior = ModelConfig.from_json(storage.read_bytes(storage.join(model_dir, "config.json"))).prior
-    fallback = config.fallback if config.fallback is not None else prior
-    if config.aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {config.aggregation!r}")
     manifest = build_manifest(list(config.data)).table
     if manifest.num_rows == 0:
         raise ValueError(f"no video under {', '.join(config.data)}")

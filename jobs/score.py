@@ -27,8 +27,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
                    help="face detector for the tracks (mtcnn: slower, finds smaller faces)")
     p.add_argument("--aggregation", default="confident", choices=AGGREGATIONS)
     p.add_argument("--clip", type=float, default=0.01, help="probabilities clipped to [clip, 1-clip]")
-    p.add_argument("--fallback", type=float, default=None,
-                   help="probability for failed videos (default: the training prior)")
+    p.add_argument("--fallback", type=float, default=0.5,
+                   help="probability (0 to 1, then clipped) for videos with no answer")
     p.add_argument("--actors", type=int, default=None, help="default: what the cluster allows")
     p.add_argument("--cpus-per-actor", type=float, default=1.0)
     p.add_argument("--gpus-per-actor", type=float, default=0.0)

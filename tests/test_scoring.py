@@ -67,13 +67,22 @@ def test_bad_inputs_get_error_rows_with_the_fallback(tiny_model, shared_data, ba
     folder, expected = bad_inputs
     out = tmp_path / "run"
     run_score(ScoreConfig(data=(str(folder), str(shared_data / "videos" / "dfdc")), out=str(out),
-                          model=str(tiny_model), frames=8, fallback=0.37))
+                          model=str(tiny_model), frames=8, fallback=0.0, clip=0.02))
     rows = {r["video_id"]: r for r in pq.read_table(out / "scores").to_pylist()}
+    submitted = {r["filename"]: r["label"] for r in _submission(out)}
     for name, kind in expected.items():
-        assert rows[name]["status"] == "error" and rows[name]["prob"] == pytest.approx(0.37)
-        assert rows[name]["message"].startswith(kind)
+        # the fallback is clipped like every probability: 0 would cost an infinite log loss
+        assert rows[name]["status"] == "error" and rows[name]["prob"] == pytest.approx(0.02)
+        assert rows[name]["message"].startswith(kind) and submitted[name] == "0.020000"
     assert rows["lynaeydofd.mp4"]["status"] == "ok"
-    assert sorted(r["filename"] for r in _submission(out)) == sorted(rows)
+    assert sorted(submitted) == sorted(rows)
+
+
+def test_the_fallback_is_one_half_unless_asked_and_must_be_a_probability(tmp_path):
+    assert ScoreConfig(data=(), out="").fallback == 0.5  # not the share of fakes in training
+    for fallback in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="not a probability"):
+            run_score(ScoreConfig(data=(), out=str(tmp_path / "run"), fallback=fallback))
 
 
 @pytest.mark.ray
