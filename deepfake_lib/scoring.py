@@ -5,8 +5,8 @@ Per video (:func:`score_video`): decode, in one pass, the detection frames (one 
 ``frames`` frames to classify spread over the video; link detections into face tracks and
 interpolate boxes (:mod:`deepfake_lib.tracks`); crop as the prepare stage does; classify in
 a coarse-to-fine frame order, so that when the budget runs out the frames already classified
-still span the video (the answer is *anytime*); aggregate frames to tracks and tracks to the
-video (fake if any person is fake); clip.
+still span the video (the answer is *anytime*); aggregate the crops to one probability
+(:func:`aggregate`); clip.
 
 The driver keeps the budget honest: a video whose actor has not answered by budget + grace is
 recorded as ``timeout`` with the fallback probability and its actor is killed and replaced; an
@@ -103,29 +103,26 @@ def aggregate(track_probs: dict[int, list[float]], rule: str = "confident") -> f
     """One probability from per-track frame probabilities.
 
     ``mean``: all crops alike. ``max_track``: each track's mean, then the most fake track.
-    ``confident`` (after the DFDC winner): within a track, if more than 40% of frames are
-    confidently fake (> 0.8), their mean; if more than 90% are confidently real (< 0.2), their
-    mean; else the mean of all; then the most fake track.
+    ``confident``: the DFDC winner's rule as published, over all crops of the video: if more
+    than 11 crops are confidently fake (> 0.8) and they are more than ``n // 2.5`` of the
+    ``n`` crops, their mean; else if more than 90% are confidently real (< 0.2), their mean;
+    else the mean of all. The floor of 11 keeps a few noisy crops (a short partial answer,
+    one of several people) from swinging the video to an extreme.
     """
     if rule not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {rule!r}; choose one of {', '.join(AGGREGATIONS)}")
     if not track_probs:
         raise ValueError("no track to aggregate")
-    if rule == "mean":
-        return float(np.mean([p for ps in track_probs.values() for p in ps]))
-    per_track = []
-    for ps in track_probs.values():
-        p = np.asarray(ps, dtype=float)
-        if rule == "confident":
-            fake, real = p[p > 0.8], p[p < 0.2]
-            if len(fake) > 0.4 * len(p):
-                per_track.append(float(fake.mean()))
-                continue
-            if len(real) > 0.9 * len(p):
-                per_track.append(float(real.mean()))
-                continue
-        per_track.append(float(p.mean()))
-    return max(per_track)
+    if rule == "max_track":
+        return max(float(np.mean(ps)) for ps in track_probs.values())
+    p = np.array([q for ps in track_probs.values() for q in ps], dtype=float)
+    if rule == "confident":
+        fake, real = p[p > 0.8], p[p < 0.2]
+        if len(fake) > len(p) // 2.5 and len(fake) > 11:
+            return float(fake.mean())
+        if len(real) > 0.9 * len(p):
+            return float(real.mean())
+    return float(p.mean())
 
 
 def coarse_to_fine(n: int) -> list[int]:

@@ -100,13 +100,32 @@ def test_an_actor_that_dies_is_replaced_and_no_video_is_lost(tiny_model, shared_
 
 def test_aggregation_rules():
     tracks = {0: [0.1, 0.1, 0.1, 0.1], 1: [0.9, 0.95, 0.2, 0.1, 0.85]}
-    assert aggregate(tracks, "mean") == pytest.approx(np.mean([0.1] * 4 + [0.9, 0.95, 0.2, 0.1, 0.85]))
+    every = [0.1] * 4 + [0.9, 0.95, 0.2, 0.1, 0.85]
+    assert aggregate(tracks, "mean") == pytest.approx(np.mean(every))
     assert aggregate(tracks, "max_track") == pytest.approx(np.mean([0.9, 0.95, 0.2, 0.1, 0.85]))
-    assert aggregate(tracks, "confident") == pytest.approx(np.mean([0.9, 0.95, 0.85]))
-    assert aggregate({0: [0.1, 0.05, 0.15, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]}, "confident") \
-        == pytest.approx(0.1)
+    assert aggregate(tracks, "confident") == pytest.approx(np.mean(every))  # 3 sure fakes: too few
     with pytest.raises(ValueError):
         aggregate({}, "mean")
+
+
+def test_confident_takes_the_fake_mean_only_for_many_confident_fakes():
+    # a long confident fake: 20 of 32 crops above 0.8 (more than 11, more than 32 // 2.5)
+    long_fake = [0.95] * 20 + [0.5] * 12
+    assert aggregate({0: long_fake}, "confident") == pytest.approx(0.95)
+    # a short partial answer (8 frames) with a few confident fakes stays the plain mean
+    partial = [0.95] * 5 + [0.3] * 3
+    assert aggregate({0: partial}, "confident") == pytest.approx(np.mean(partial))
+    # a crowded real video: three people clearly real, one with five noisy frames
+    crowded = {0: [0.05] * 10, 1: [0.05] * 10, 2: [0.05] * 10, 3: [0.9] * 5 + [0.1] * 5}
+    every = [p for ps in crowded.values() for p in ps]
+    assert aggregate(crowded, "confident") == pytest.approx(np.mean(every))
+    assert aggregate(crowded, "confident") < 0.2
+    # confidently real: more than 90% of the crops below 0.2
+    real = [0.05] * 30 + [0.6] * 2
+    assert aggregate({0: real[:16], 1: real[16:]}, "confident") == pytest.approx(0.05)
+    # 12 confident fakes among 31 crops: 31 // 2.5 is 12, so not more: the plain mean
+    border = [0.9] * 12 + [0.3] * 19
+    assert aggregate({0: border}, "confident") == pytest.approx(np.mean(border))
 
 
 def test_coarse_to_fine_prefixes_span_the_range():
