@@ -94,6 +94,14 @@ def test_synthetic_dfdc_like_subset_keeps_the_people(tmp_path):
     assert summary.subset_reals <= 0.25 * len(x)
 
 
+def test_the_cluster_job_takes_no_ray_address(tmp_path, capsys):
+    from jobs.cluster import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--out", str(tmp_path / "run"), "--address", "auto"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --address" in capsys.readouterr().err
+
+
 def test_empty_and_one_face_runs_are_clear_errors(tmp_path, capsys):
     from jobs.cluster import main
 
