@@ -5,8 +5,8 @@ Per video (:func:`score_video`): decode, in one pass, the detection frames (one 
 ``frames`` frames to classify spread over the video; link detections into face tracks and
 interpolate boxes (:mod:`deepfake_lib.tracks`); crop as the prepare stage does; classify in
 a coarse-to-fine frame order, so that when the budget runs out the frames already classified
-still span the video (the answer is *anytime*); aggregate the crops to one probability
-(:func:`aggregate`); clip.
+still span the video (the answer is *anytime*: status ``partial`` when the budget cut it
+short); aggregate the crops to one probability (:func:`aggregate`); clip.
 
 The driver keeps the budget honest: a video whose actor has not answered by budget + grace is
 recorded as ``timeout`` with the fallback probability and its actor is killed and replaced; an
@@ -33,7 +33,7 @@ from deepfake_lib.tracks import detect_frames, track_faces
 SCORE_SCHEMA = pa.schema([
     ("video_id", pa.string()),
     ("prob", pa.float32()),          # probability that the video is fake, clipped
-    ("status", pa.string()),         # ok, no_face, timeout, error
+    ("status", pa.string()),         # one of STATUSES
     ("message", pa.string()),
     ("n_faces", pa.int32()),         # face crops classified
     ("n_tracks", pa.int32()),
@@ -46,7 +46,10 @@ SCORE_SCHEMA = pa.schema([
 ])
 
 AGGREGATIONS = ("confident", "mean", "max_track")
-STATUSES = ("ok", "no_face", "timeout", "error")
+# ok: every chosen frame classified; partial: the budget ran out, the answer comes from the
+# frames classified in time; no_face: no face tracked (fallback); timeout: no answer by budget
+# + grace, the worker was killed (fallback); error: unreadable video or a failure (fallback)
+STATUSES = ("ok", "partial", "no_face", "timeout", "error")
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ def score_video(path: str, face_detector: faces.FaceDetector, model, config: Sco
             prob = aggregate(track_probs, config.aggregation)
             row["prob"] = float(np.clip(prob, config.clip, 1 - config.clip))
             late = classified < len(order)
-            row["status"] = "timeout" if late else "ok"
+            row["status"] = "partial" if late else "ok"
             if late:
                 row["message"] = (f"budget reached: {classified} of {len(order)} frames "
                                   "classified (anytime prediction)")
@@ -354,7 +357,7 @@ class _Pool:
                 del self.running[ref]
                 self._replace(actor)
                 out.append((row, self._failed(row, "timeout", f"no answer within {limit:g} s; "
-                                              "worker killed and replaced",
+                                              "worker killed and replaced; fallback used",
                                               time.monotonic() - started)))
         return out
 

@@ -6,8 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 
-from deepfake_lib import metrics
-from deepfake_lib.scoring import SCORE_SCHEMA, ScoreConfig, aggregate, coarse_to_fine, run_score
+from deepfake_lib import faces, metrics
+from deepfake_lib.model import load_detector
+from deepfake_lib.scoring import (SCORE_SCHEMA, STATUSES, ScoreConfig, aggregate, coarse_to_fine,
+                                  run_score, score_video)
 
 
 def _submission(out):
@@ -56,9 +58,22 @@ def test_a_stuck_video_times_out_and_the_others_score(tiny_model, shared_data, t
     rows = {r["video_id"]: r for r in pq.read_table(out / "scores").to_pylist()}
     stuck = rows["news_anchor.mp4"]
     assert stuck["status"] == "timeout" and stuck["prob"] == 0.5
+    assert "killed" in stuck["message"] and "fallback" in stuck["message"]
     assert 6.0 <= stuck["seconds"] < 6.0 + 3.0  # killed at budget + grace, not after an hour
     assert {rows[v]["status"] for v in rows if v != "news_anchor.mp4"} == {"ok"}
     assert len(_submission(out)) == 3
+
+
+@pytest.mark.ray
+def test_an_answer_cut_short_by_the_budget_is_partial_not_a_timeout(tiny_model, shared_data):
+    config = ScoreConfig(data=(), out="", frames=32, budget_s=0.0)
+    row = score_video(str(shared_data / "videos" / "ffpp" / "004.mp4"),
+                      faces.get_detector(config.detector, "cpu"),
+                      load_detector(str(tiny_model), device="cpu"), config, fallback=0.5)
+    # the first 8 frames (spread over the video) are always classified, then the budget stops it
+    assert row["status"] == "partial" and row["n_frames"] == 8 and row["n_faces"] >= 8
+    assert "8 of 32 frames" in row["message"]
+    assert set(STATUSES) >= {"ok", "partial", "timeout"}
 
 
 @pytest.mark.ray
