@@ -71,6 +71,7 @@ class ScoreConfig:
     actors: int | None = None         # default: what the cluster's resources allow
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
+    start_timeout_s: float = 600.0    # no actor ready by then: an error (a GPU node may boot slowly)
     batch_size: int = 64              # videos per output file
     overwrite: bool = False
     progress_every_s: float = 10.0
@@ -286,7 +287,8 @@ def _figures(run: RunDir, rows: list[dict]) -> None:
 class _Pool:
     """Actors fed one video at a time, each call watched against budget + grace. An actor
     gets videos only once it has loaded its models, so start-up never counts as a video's
-    time."""
+    time. When no actor is ready and none has become ready within ``start_timeout_s`` of its
+    start (no room on the cluster, a node that never came), the pool gives up."""
 
     MAX_START_FAILURES = 3
 
@@ -297,7 +299,7 @@ class _Pool:
         self.remote = ray.remote(VideoScorer).options(
             num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor, max_restarts=0)
         self.idle: list = []
-        self.starting: dict = {}  # ready() ref -> actor
+        self.starting: dict = {}  # ready() ref -> (actor, started)
         self.running: dict = {}   # score() ref -> (actor, video row, started, tries)
         self.start_failures = 0
         self.retry: list[dict] = []  # videos whose actor died once, to run again
@@ -306,7 +308,7 @@ class _Pool:
 
     def _new(self) -> None:
         actor = self.remote.remote(self.model_dir, self.config, self.fallback)
-        self.starting[actor.ready.remote()] = actor
+        self.starting[actor.ready.remote()] = (actor, time.monotonic())
 
     def submit(self, row: dict, tries: int = 0) -> None:
         actor = self.idle.pop()
@@ -326,7 +328,7 @@ class _Pool:
         out = []
         for ref in done:
             if ref in self.starting:
-                actor = self.starting.pop(ref)
+                actor, _ = self.starting.pop(ref)
                 try:
                     ray.get(ref)
                     self.idle.append(actor)
@@ -351,6 +353,7 @@ class _Pool:
                 self.idle.append(actor)
                 out.append((row, self._failed(row, "error", str(exc)[:500],
                                               time.monotonic() - started)))
+        self._check_start()
         limit = self.config.budget_s + self.config.grace_s
         for ref, (actor, row, started, _) in list(self.running.items()):
             if time.monotonic() - started > limit:
@@ -360,6 +363,30 @@ class _Pool:
                                               "worker killed and replaced; fallback used",
                                               time.monotonic() - started)))
         return out
+
+    def _check_start(self) -> None:
+        """Raise RuntimeError (after killing every actor) when the pool cannot work: no actor
+        ready or busy, and the newest start older than ``start_timeout_s``."""
+        if self.idle or self.running or not self.starting:
+            return
+        waited = time.monotonic() - max(started for _, started in self.starting.values())
+        if waited <= self.config.start_timeout_s:
+            return
+        self.close()
+        raise RuntimeError(
+            f"no scoring actor became ready within {self.config.start_timeout_s:g} s "
+            f"({self.config.cpus_per_actor:g} CPU and {self.config.gpus_per_actor:g} GPU each; "
+            f"the cluster has {self.ray.available_resources()} free of "
+            f"{self.ray.cluster_resources()}): free or add resources, ask for less, or raise "
+            "--start-timeout-s if nodes are still starting")
+
+    def close(self) -> None:
+        """Kill every actor."""
+        actors = self.idle + [a for a, _ in self.starting.values()] + \
+            [a for a, *_ in self.running.values()]
+        for actor in actors:
+            self.ray.kill(actor)
+        self.idle, self.starting, self.running = [], {}, {}
 
     def _failed(self, row: dict, status: str, message: str, seconds: float) -> dict:
         return {"video_id": row["video_id"], "prob": self.fallback, "status": status,
@@ -379,7 +406,7 @@ def default_actors(config: ScoreConfig) -> int:
 
 def run_score(config: ScoreConfig) -> ScoreSummary:
     """Score every video under ``config.data``; write scores, submission and leaderboard."""
-    from deepfake_lib.runtime import init_ray  # noqa: PLC0415
+    from deepfake_lib.runtime import check_resources, init_ray  # noqa: PLC0415
 
     start = time.monotonic()
     if not 0.0 <= config.fallback <= 1.0:
@@ -407,6 +434,8 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
     size = min(config.actors or default_actors(config), max(1, sum(len(r) for _, r in todo)))
     progress = Progress("score", sum(len(r) for _, r in todo), every_s=config.progress_every_s)
     if todo:
+        check_resources("score actors (--actors, --cpus-per-actor, --gpus-per-actor)",
+                        config.cpus_per_actor, config.gpus_per_actor, size)
         pool = _Pool(size, model_dir, config, fallback)
         waiting = [(name, row) for name, rows in todo for row in rows]
         batch_of = {row["video_id"]: name for name, row in waiting}
@@ -429,8 +458,7 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
                     run.write_parquet(f"scores/{name}.parquet",
                                       pa.Table.from_pylist(list(results.pop(name).values()),
                                                            SCORE_SCHEMA))
-        for actor in pool.idle + list(pool.starting.values()):
-            pool.ray.kill(actor)
+        pool.close()
     progress.close()
 
     rows = run.read_parquet("scores").to_pylist()

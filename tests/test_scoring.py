@@ -1,5 +1,7 @@
 import csv
 import json
+import threading
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,6 +17,27 @@ from deepfake_lib.scoring import (SCORE_SCHEMA, STATUSES, ScoreConfig, aggregate
 def _submission(out):
     with open(out / "submission.csv") as f:
         return list(csv.DictReader(f))
+
+
+def _within(seconds: float, call):
+    """``call()``'s result or exception, or a test failure if it takes longer than
+    ``seconds`` (it is left running in a daemon thread: a hang must not hang the tests)."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"still waiting after {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 @pytest.mark.ray
@@ -74,6 +97,43 @@ def test_an_answer_cut_short_by_the_budget_is_partial_not_a_timeout(tiny_model, 
     assert row["status"] == "partial" and row["n_frames"] == 8 and row["n_faces"] >= 8
     assert "8 of 32 frames" in row["message"]
     assert set(STATUSES) >= {"ok", "partial", "timeout"}
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("flags,wanted", [(["--gpus-per-actor", "1"], "1 GPU"),
+                                          (["--cpus-per-actor", "64"], "64 CPU")])
+def test_actors_that_can_never_start_are_refused_at_once(tiny_model, shared_data, tmp_path,
+                                                        capsys, flags, wanted):
+    from jobs.score import main
+
+    argv = ["--data", str(shared_data / "videos" / "dfdc"), "--out", str(tmp_path / "run"),
+            "--model", str(tiny_model), *flags]
+    assert _within(60, lambda: main(argv)) == 1
+    err = capsys.readouterr().err
+    assert "cannot run on this Ray cluster" in err and wanted in err
+
+
+@pytest.mark.ray
+def test_no_actor_ready_within_the_start_timeout_is_a_clear_error(tiny_model, shared_data,
+                                                                  tmp_path):
+    import ray
+
+    @ray.remote(num_cpus=1)
+    class Hog:
+        def ready(self) -> bool:
+            return True
+
+    # every CPU taken: the actor fits the cluster, but no room comes
+    hogs = [Hog.remote() for _ in range(int(ray.cluster_resources()["CPU"]))]
+    ray.get([h.ready.remote() for h in hogs])
+    config = ScoreConfig(data=(str(shared_data / "videos" / "dfdc"),), out=str(tmp_path / "run"),
+                         model=str(tiny_model), frames=8, actors=1, start_timeout_s=3)
+    try:
+        with pytest.raises(RuntimeError, match="no scoring actor became ready within 3 s"):
+            _within(60, lambda: run_score(config))
+    finally:
+        for hog in hogs:
+            ray.kill(hog)
 
 
 @pytest.mark.ray
