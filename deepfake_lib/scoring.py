@@ -8,15 +8,15 @@ a coarse-to-fine frame order, so that when the budget runs out the frames alread
 still span the video (the answer is *anytime*: status ``partial`` when the budget cut it
 short); aggregate the crops to one probability (:func:`aggregate`); clip.
 
-The driver keeps the budget honest: a video whose actor has not answered by budget + grace is
-recorded as ``timeout`` with the fallback probability and its actor is killed and replaced; an
-actor that dies is replaced and its video retried once. Rows are written per deterministic
-batch (``RUN/scores/<batch>.parquet``), so a rerun scores only what is missing.
+The driver keeps the budget honest (:mod:`deepfake_lib.score_pool`): a video whose actor has
+not answered by budget + grace is recorded as ``timeout`` with the fallback probability and
+its actor is killed and replaced; an actor that dies is replaced and its video retried once.
+Rows are written per deterministic batch (``RUN/scores/<batch>.parquet``), so a rerun scores
+only what is missing; the submission and leaderboard come from :mod:`deepfake_lib.leaderboard`.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -24,9 +24,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from deepfake_lib import batches, faces, metrics, storage, video
+from deepfake_lib import batches, faces, storage, video
 from deepfake_lib.dataset import build_manifest
+from deepfake_lib.faults import NO_FAULTS, Faults
+from deepfake_lib.leaderboard import leaderboard, roc_calibration_png, submission_csv
 from deepfake_lib.progress import Progress, format_seconds
+from deepfake_lib.score_pool import ScorerPool, default_actors
 from deepfake_lib.storage import RunDir
 from deepfake_lib.tracks import detect_frames, track_faces
 
@@ -75,11 +78,6 @@ class ScoreConfig:
     batch_size: int = 64              # videos per output file
     overwrite: bool = False
     progress_every_s: float = 10.0
-    # Test hooks: these videos sleep for ``slow_seconds`` inside the actor, ignoring the
-    # budget; with ``crash_once_marker``, the first actor to score a video dies once.
-    slow_videos: tuple[str, ...] = ()
-    slow_seconds: float = 3600.0
-    crash_once_marker: str | None = None
 
 
 @dataclass
@@ -207,11 +205,12 @@ def score_video(path: str, face_detector: faces.FaceDetector, model, config: Sco
 class VideoScorer:
     """What each actor holds: the face detector and the model, loaded once."""
 
-    def __init__(self, model_dir: str, config: ScoreConfig, fallback: float):
+    def __init__(self, model_dir: str, config: ScoreConfig, fallback: float,
+                 faults: Faults = NO_FAULTS):
         from deepfake_lib.model import load_detector  # noqa: PLC0415
 
         device = "cuda" if config.gpus_per_actor > 0 else "cpu"
-        self.config, self.fallback = config, fallback
+        self.config, self.fallback, self.faults = config, fallback, faults
         self.model = load_detector(model_dir, device=device)
         self.faces = faces.get_detector(config.detector, device)
 
@@ -219,12 +218,8 @@ class VideoScorer:
         return True
 
     def score(self, video_id: str, path: str) -> dict:
-        marker = self.config.crash_once_marker
-        if marker and not os.path.exists(marker):
-            open(marker, "w").close()
-            os._exit(1)
-        if video_id in self.config.slow_videos:
-            time.sleep(self.config.slow_seconds)
+        self.faults.crash_once()
+        self.faults.maybe_slow(video_id)
         return {"video_id": video_id, **score_video(path, self.faces, self.model, self.config,
                                                     self.fallback)}
 
@@ -233,179 +228,9 @@ def _label(value: str | None) -> int | None:
     return {"FAKE": 1, "REAL": 0}.get(value or "")
 
 
-def leaderboard(rows: list[dict], clip: float = metrics.CLIP) -> dict | None:
-    """Scores of the labelled rows (None when none is labelled), statuses and times."""
-    labelled = [r for r in rows if r["label"] is not None]
-    if not labelled:
-        return None
-    y = np.array([r["label"] for r in labelled])
-    p = np.array([r["prob"] for r in labelled])
-    board = metrics.binary_scores(y, p)
-    board["logloss"] = metrics.log_loss(y, p, clip)
-    seconds = np.array([r["seconds"] for r in rows])
-    board.update(statuses=dict(Counter(r["status"] for r in rows)),
-                 time_p50=float(np.percentile(seconds, 50)),
-                 time_p95=float(np.percentile(seconds, 95)), time_max=float(seconds.max()))
-    return board
-
-
-def _figures(run: RunDir, rows: list[dict]) -> None:
-    """ROC and calibration plots of the labelled rows."""
-    import io  # noqa: PLC0415
-
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    from sklearn.metrics import roc_curve  # noqa: PLC0415
-
-    labelled = [r for r in rows if r["label"] is not None]
-    y = np.array([r["label"] for r in labelled])
-    p = np.array([r["prob"] for r in labelled])
-    if len(set(y.tolist())) < 2:
-        return
-    fpr, tpr, _ = roc_curve(y, p)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5), dpi=100)
-    ax1.plot(fpr, tpr, lw=2)
-    ax1.plot([0, 1], [0, 1], "k--", lw=1)
-    ax1.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
-    bins = np.linspace(0, 1, 11)
-    which = np.clip(np.digitize(p, bins) - 1, 0, 9)
-    centres = [(p[which == b].mean(), y[which == b].mean(), (which == b).sum())
-               for b in range(10) if (which == b).any()]
-    ax2.plot([0, 1], [0, 1], "k--", lw=1)
-    ax2.scatter([c[0] for c in centres], [c[1] for c in centres],
-                s=[20 + 10 * c[2] for c in centres])
-    ax2.set(xlabel="predicted probability of fake", ylabel="share of fakes",
-            title="calibration (area: videos)", xlim=(0, 1), ylim=(0, 1))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    run.write_bytes("figures/roc_calibration.png", buf.getvalue())
-
-
-class _Pool:
-    """Actors fed one video at a time, each call watched against budget + grace. An actor
-    gets videos only once it has loaded its models, so start-up never counts as a video's
-    time. When no actor is ready and none has become ready within ``start_timeout_s`` of its
-    start (no room on the cluster, a node that never came), the pool gives up."""
-
-    MAX_START_FAILURES = 3
-
-    def __init__(self, size: int, model_dir: str, config: ScoreConfig, fallback: float):
-        import ray  # noqa: PLC0415
-
-        self.ray, self.config, self.model_dir, self.fallback = ray, config, model_dir, fallback
-        self.remote = ray.remote(VideoScorer).options(
-            num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor, max_restarts=0)
-        self.idle: list = []
-        self.starting: dict = {}  # ready() ref -> (actor, started)
-        self.running: dict = {}   # score() ref -> (actor, video row, started, tries)
-        self.start_failures = 0
-        self.retry: list[dict] = []  # videos whose actor died once, to run again
-        for _ in range(size):
-            self._new()
-
-    def _new(self) -> None:
-        actor = self.remote.remote(self.model_dir, self.config, self.fallback)
-        self.starting[actor.ready.remote()] = (actor, time.monotonic())
-
-    def submit(self, row: dict, tries: int = 0) -> None:
-        actor = self.idle.pop()
-        ref = actor.score.remote(row["video_id"], row["path"])
-        self.running[ref] = (actor, row, time.monotonic(), tries)
-
-    def _replace(self, actor) -> None:
-        self.ray.kill(actor)
-        self._new()
-
-    def collect(self) -> list[tuple[dict, dict]]:
-        """Wait a little; return ``(video row, score row)`` for videos that finished, timed
-        out, or failed twice; resubmit those whose actor died once."""
-        ray = self.ray
-        refs = list(self.running) + list(self.starting)
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0.2) if refs else ([], [])
-        out = []
-        for ref in done:
-            if ref in self.starting:
-                actor, _ = self.starting.pop(ref)
-                try:
-                    ray.get(ref)
-                    self.idle.append(actor)
-                except ray.exceptions.RayError as exc:
-                    self.start_failures += 1
-                    if self.start_failures > self.MAX_START_FAILURES:
-                        raise RuntimeError(f"scoring actors cannot start: {exc}") from None
-                    self._replace(actor)
-                continue
-            actor, row, started, tries = self.running.pop(ref)
-            try:
-                out.append((row, ray.get(ref)))
-                self.idle.append(actor)
-            except ray.exceptions.RayActorError as exc:
-                self._replace(actor)
-                if tries == 0:
-                    self.retry.append(row)
-                else:
-                    out.append((row, self._failed(row, "error", f"actor died twice: {exc}"[:500],
-                                                  time.monotonic() - started)))
-            except ray.exceptions.RayError as exc:
-                self.idle.append(actor)
-                out.append((row, self._failed(row, "error", str(exc)[:500],
-                                              time.monotonic() - started)))
-        self._check_start()
-        limit = self.config.budget_s + self.config.grace_s
-        for ref, (actor, row, started, _) in list(self.running.items()):
-            if time.monotonic() - started > limit:
-                del self.running[ref]
-                self._replace(actor)
-                out.append((row, self._failed(row, "timeout", f"no answer within {limit:g} s; "
-                                              "worker killed and replaced; fallback used",
-                                              time.monotonic() - started)))
-        return out
-
-    def _check_start(self) -> None:
-        """Raise RuntimeError (after killing every actor) when the pool cannot work: no actor
-        ready or busy, and the newest start older than ``start_timeout_s``."""
-        if self.idle or self.running or not self.starting:
-            return
-        waited = time.monotonic() - max(started for _, started in self.starting.values())
-        if waited <= self.config.start_timeout_s:
-            return
-        self.close()
-        raise RuntimeError(
-            f"no scoring actor became ready within {self.config.start_timeout_s:g} s "
-            f"({self.config.cpus_per_actor:g} CPU and {self.config.gpus_per_actor:g} GPU each; "
-            f"the cluster has {self.ray.available_resources()} free of "
-            f"{self.ray.cluster_resources()}): free or add resources, ask for less, or raise "
-            "--start-timeout-s if nodes are still starting")
-
-    def close(self) -> None:
-        """Kill every actor."""
-        actors = self.idle + [a for a, _ in self.starting.values()] + \
-            [a for a, *_ in self.running.values()]
-        for actor in actors:
-            self.ray.kill(actor)
-        self.idle, self.starting, self.running = [], {}, {}
-
-    def _failed(self, row: dict, status: str, message: str, seconds: float) -> dict:
-        return {"video_id": row["video_id"], "prob": self.fallback, "status": status,
-                "message": message,
-                "n_faces": 0, "n_tracks": 0, "n_frames": 0, "seconds": seconds,
-                "decode_s": None, "locate_s": None, "classify_s": None}
-
-
-def default_actors(config: ScoreConfig) -> int:
-    import ray  # noqa: PLC0415
-
-    resources = ray.cluster_resources()
-    if config.gpus_per_actor > 0:
-        return max(1, int(resources.get("GPU", 0) // config.gpus_per_actor))
-    return max(1, int(resources.get("CPU", 1) // config.cpus_per_actor))
-
-
-def run_score(config: ScoreConfig) -> ScoreSummary:
-    """Score every video under ``config.data``; write scores, submission and leaderboard."""
+def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
+    """Score every video under ``config.data``; write scores, submission and leaderboard.
+    ``faults`` is for tests (:mod:`deepfake_lib.faults`)."""
     from deepfake_lib.runtime import check_resources, init_ray  # noqa: PLC0415
 
     start = time.monotonic()
@@ -436,7 +261,8 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
     if todo:
         check_resources("score actors (--actors, --cpus-per-actor, --gpus-per-actor)",
                         config.cpus_per_actor, config.gpus_per_actor, size)
-        pool = _Pool(size, model_dir, config, fallback)
+        pool = ScorerPool(VideoScorer, (model_dir, config, fallback, faults), size, config,
+                          fallback)
         waiting = [(name, row) for name, rows in todo for row in rows]
         batch_of = {row["video_id"]: name for name, row in waiting}
         results: dict[str, dict[str, dict]] = {name: {} for name, _ in todo}
@@ -462,15 +288,13 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
     progress.close()
 
     rows = run.read_parquet("scores").to_pylist()
-    by_id = {r["video_id"]: r for r in rows}
-    lines = ["filename,label"] + [f"{v},{by_id[v]['prob']:.6f}" if v in by_id
-                                  else f"{v},{fallback:.6f}"
-                                  for v in manifest.column("video_id").to_pylist()]
-    run.write_bytes("submission.csv", ("\n".join(lines) + "\n").encode())
+    run.write_bytes("submission.csv",
+                    submission_csv(manifest.column("video_id").to_pylist(), rows, fallback))
     board = leaderboard(rows)
     if board is not None:
         run.write_json("leaderboard.json", board)
-        _figures(run, rows)
+        if (figure := roc_calibration_png(rows)) is not None:
+            run.write_bytes("figures/roc_calibration.png", figure)
     summary = ScoreSummary(out=run.location, videos=len(rows),
                            statuses=dict(Counter(r["status"] for r in rows)), leaderboard=board,
                            seconds=time.monotonic() - start)

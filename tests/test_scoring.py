@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import threading
 import time
@@ -9,6 +10,7 @@ import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 
 from deepfake_lib import faces, metrics
+from deepfake_lib.faults import Faults
 from deepfake_lib.model import load_detector
 from deepfake_lib.scoring import (SCORE_SCHEMA, STATUSES, ScoreConfig, aggregate, coarse_to_fine,
                                   run_score, score_video)
@@ -76,8 +78,8 @@ def test_a_stuck_video_times_out_and_the_others_score(tiny_model, shared_data, t
     out = tmp_path / "run"
     config = ScoreConfig(data=(str(shared_data / "videos" / "clips"),), out=str(out),
                          model=str(tiny_model), frames=8, budget_s=4.0, grace_s=2.0,
-                         fallback=0.5, slow_videos=("news_anchor.mp4",))
-    run_score(config)
+                         fallback=0.5)
+    run_score(config, Faults(slow_videos=("news_anchor.mp4",)))
     rows = {r["video_id"]: r for r in pq.read_table(out / "scores").to_pylist()}
     stuck = rows["news_anchor.mp4"]
     assert stuck["status"] == "timeout" and stuck["prob"] == 0.5
@@ -153,6 +155,11 @@ def test_bad_inputs_get_error_rows_with_the_fallback(tiny_model, shared_data, ba
     assert sorted(submitted) == sorted(rows)
 
 
+def test_the_user_config_holds_no_test_hooks():
+    names = {f.name for f in dataclasses.fields(ScoreConfig)}
+    assert not names & {f.name for f in dataclasses.fields(Faults)}
+
+
 def test_the_fallback_is_one_half_unless_asked_and_must_be_a_probability(tmp_path):
     assert ScoreConfig(data=(), out="").fallback == 0.5  # not the share of fakes in training
     for fallback in (-0.1, 1.5):
@@ -165,8 +172,8 @@ def test_an_actor_that_dies_is_replaced_and_no_video_is_lost(tiny_model, shared_
     out = tmp_path / "run"
     marker = tmp_path / "died"
     summary = run_score(ScoreConfig(data=(str(shared_data / "videos" / "ffpp"),), out=str(out),
-                                    model=str(tiny_model), frames=8,
-                                    crash_once_marker=str(marker)))
+                                    model=str(tiny_model), frames=8),
+                        Faults(crash_once_marker=str(marker)))
     assert marker.exists()
     assert summary.statuses == {"ok": 6}
     assert sorted(r["filename"] for r in _submission(out)) == sorted(
