@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from deepfake_lib import batches, faces, storage, video
 from deepfake_lib.dataset import build_manifest
@@ -78,6 +79,9 @@ class ScoreConfig:
     batch_size: int = 64              # videos per output file
     overwrite: bool = False
     progress_every_s: float = 10.0
+    videos: tuple[str, ...] = ()      # only these video ids (default: every video found)
+    data_name: str | None = None      # what the labelled videos are ("train" when trained on),
+                                      # the leaderboard's "data"
 
 
 @dataclass
@@ -94,10 +98,14 @@ class ScoreSummary:
                 f"submission in {storage.join(self.out, 'submission.csv')}")
         if self.leaderboard:
             lb = self.leaderboard
+            data = {None: "", "train": "TRAINING "}.get(lb.get("data"), f"{lb.get('data')} ")
             text += (f"\nleaderboard: log loss {lb['logloss']:.4f}, AUC {lb['auc']:.3f}, "
                      f"AP {lb['ap']:.3f}, accuracy {lb['accuracy']:.3f} on {lb['count']} "
-                     f"labelled videos; seconds per video p50 {lb['time_p50']:.2f}, "
+                     f"labelled {data}videos; seconds per video p50 {lb['time_p50']:.2f}, "
                      f"p95 {lb['time_p95']:.2f}, max {lb['time_max']:.2f}")
+            if lb.get("data") == "train":
+                text += ("\n(the model was trained on these videos' people: the board says "
+                         "nothing of how it does on new people)")
         return text
 
 
@@ -248,6 +256,13 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     if not storage.exists(storage.join(model_dir, "config.json")):
         raise FileNotFoundError(f"no trained model in {model_dir}: run jobs/train.py first")
     manifest = build_manifest(list(config.data)).table
+    if config.videos:
+        missing = set(config.videos) - set(manifest.column("video_id").to_pylist())
+        if missing:
+            raise ValueError(f"{len(missing)} of the videos asked for are not under "
+                             f"{', '.join(config.data)} (e.g. {sorted(missing)[0]})")
+        manifest = manifest.filter(pc.is_in(manifest.column("video_id"),
+                                            pa.array(config.videos, pa.string())))
     if manifest.num_rows == 0:
         raise ValueError(f"no video under {', '.join(config.data)}")
     manifest = manifest.sort_by([("part", "ascending"), ("video_id", "ascending")])
@@ -291,6 +306,8 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     run.write_bytes("submission.csv",
                     submission_csv(manifest.column("video_id").to_pylist(), rows, fallback))
     board = leaderboard(rows)
+    if board is not None and config.data_name:
+        board["data"] = config.data_name
     if board is not None:
         run.write_json("leaderboard.json", board)
         if (figure := roc_calibration_png(rows)) is not None:
