@@ -17,11 +17,13 @@ Methods (``method=``), all on the 128-d face_recognition encodings:
 - ``seed``: the seed's fixed pipeline, PCA 50, scikit-learn's 3-D t-SNE (perplexity 50), then
   DBSCAN(eps=1, min_samples=5). Kept for comparison: its eps does not transfer.
 
-Labels are integers, ``-1`` for noise, clusters numbered by decreasing size.
+Labels are integers, ``-1`` for noise, clusters numbered by decreasing size; the cluster
+stage turns them into ids derived from each cluster's members (:func:`content_ids`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,7 +53,7 @@ class Clustering:
 
     @property
     def n_clusters(self) -> int:
-        return int(self.labels.max()) + 1 if self.labels.size else 0
+        return len(np.unique(self.labels[self.labels >= 0]))
 
     @property
     def n_noise(self) -> int:
@@ -114,6 +116,28 @@ def relabel_by_size(labels: np.ndarray) -> np.ndarray:
     order = sorted(range(len(ids)), key=lambda i: (-counts[i], first[i]))
     for new, i in enumerate(order):
         out[labels == ids[i]] = new
+    return out
+
+
+def content_ids(labels: np.ndarray, keys: list[str]) -> np.ndarray:
+    """Cluster ids from content: each cluster's id is a hash, to 31 bits (an int32, never
+    -1), of its smallest member key; noise stays -1. So adding another person's faces leaves
+    every other cluster's id as it was; a cluster's id changes only when a member whose key
+    sorts first joins or leaves it. Two clusters hashing alike (about 1 pair in 4 billion)
+    are told apart by moving the later one's id up by one."""
+    labels = np.asarray(labels)
+    first: dict[int, str] = {}
+    for label, key in zip(labels.tolist(), keys):
+        if label >= 0 and (label not in first or key < first[label]):
+            first[label] = key
+    out = np.full(len(labels), -1, dtype=np.int64)
+    taken: set[int] = set()
+    for label, key in sorted(first.items(), key=lambda item: item[1]):
+        new = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+        while new in taken:
+            new = (new + 1) & 0x7FFFFFFF
+        taken.add(new)
+        out[labels == label] = new
     return out
 
 

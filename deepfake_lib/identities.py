@@ -8,10 +8,13 @@ writes::
     RUN/subset.parquet     the chosen real videos (a few per cluster) and every fake made from
                            them: video_id, part, label, original, cluster
     RUN/figures/           frames.png, pca_faces.png, tsne_faces.png, clusters.png,
-                           clusters/cluster_NNNN.png (one montage per person)
+                           clusters/cluster_<id>.png (one montage per person)
     RUN/cluster.json       parameters used and the summary
 
-A video belongs to the cluster of its largest face (``face_index`` 0). Runs in one process:
+A cluster's id comes from its members (:func:`clustering.content_ids` of the smallest
+``video_id:frame_index:face_index``), so a rerun on more data keeps each person's id unless
+their first member changes. A video belongs to the cluster of its largest face
+(``face_index`` 0). Runs in one process:
 the encodings of 120,000 faces take about 60 MB; thumbnails are read file by file, and only
 those drawn.
 """
@@ -20,14 +23,14 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from deepfake_lib import faces, figures, storage, video
-from deepfake_lib.clustering import ClusterParams, Clustering, cluster_encodings
+from deepfake_lib.clustering import ClusterParams, Clustering, cluster_encodings, content_ids
 from deepfake_lib.progress import format_seconds
 from deepfake_lib.storage import RunDir
 
@@ -184,7 +187,7 @@ def write_figures(run: RunDir, config: ClusterConfig, result: Clustering,
             coords[order], [thumbs[i] for i in order], labels=labels[order])))
     put("clusters.png", figures.cluster_scatter(result.tsne, labels, "DBSCAN/HDBSCAN on t-SNE"))
     for cluster, rows in sorted(members.items()):
-        put(f"clusters/cluster_{cluster:04d}.png",
+        put(f"clusters/cluster_{cluster}.png",
             figures.png_bytes(figures.montage([thumbs[i] for i in rows])))
     if manifest is not None and (grid := _frame_grid(manifest, seed=config.params.seed)) is not None:
         put("frames.png", figures.png_bytes(grid))
@@ -198,6 +201,10 @@ def run_cluster(config: ClusterConfig) -> ClusterSummary:
     run = RunDir(config.out)
     meta, encodings = load_encodings(run)
     result = cluster_encodings(encodings, config.params)
+    keys = [f"{v}:{f}:{i}" for v, f, i in zip(meta.column("video_id").to_pylist(),
+                                              meta.column("frame_index").to_pylist(),
+                                              meta.column("face_index").to_pylist())]
+    result = replace(result, labels=content_ids(result.labels, keys))
     run.write_parquet("clusters.parquet", pa.table({
         "video_id": meta.column("video_id"), "frame_index": meta.column("frame_index"),
         "face_index": meta.column("face_index"), "cluster": result.labels.astype(np.int32),

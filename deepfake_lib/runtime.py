@@ -30,6 +30,85 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+# Written on the head by Ray's cluster launcher (``ray up``), with each node type's resources
+# filled in; Ray Tune tells launcher clusters by the same file.
+LAUNCHER_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
+def _units_on(resources: dict, cpus: float, gpus: float, unlimited: int) -> int:
+    """How many units of ``cpus`` CPUs and ``gpus`` GPUs fit on a node with ``resources``."""
+    fits = [int(resources.get(name, 0) / need + 1e-9) for name, need in (("CPU", cpus),
+                                                                         ("GPU", gpus))
+            if need > 0]
+    return min(fits) if fits else unlimited
+
+
+def autoscaled_node_types(
+        launcher_config: str = LAUNCHER_CONFIG) -> list[tuple[dict, int]] | None:
+    """``(resources, most nodes, -1: no limit)`` of each node type the cluster's autoscaler
+    may add: ``[]`` when nothing can be added (no autoscaler), None when that is unknown (a
+    node type whose resources are not written down). Ray 2.60 has no call for this: its GCS
+    record of the autoscaler's config (which Ray Train reads) is left empty by the autoscaler,
+    so the launcher's config file on the head is read as well."""
+    import yaml  # noqa: PLC0415
+
+    try:
+        from ray._private.state import state  # noqa: PLC0415
+
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - no such record in this Ray
+        config = None
+    if config is not None and config.node_group_configs:
+        return [(dict(g.resources), g.max_count) for g in config.node_group_configs]
+    path = os.path.expanduser(launcher_config)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        launcher = yaml.safe_load(f) or {}
+    types = launcher.get("available_node_types") or {}
+    if not types or any(not t.get("resources") for t in types.values()):
+        return None
+    most = launcher.get("max_workers", -1)
+    return [(t["resources"], t.get("max_workers", most)) for t in types.values()]
+
+
+def room_for(nodes: list[dict], types: list[tuple[dict, int]], cpus: float, gpus: float,
+             count: int) -> int:
+    """How many units of ``cpus`` CPUs and ``gpus`` GPUs, each on one node, fit on ``nodes``
+    (their resources) and on the nodes of ``types`` an autoscaler may add (capped at
+    ``count``, which is all that is asked)."""
+    room = sum(_units_on(r, cpus, gpus, count) for r in nodes)
+    for resources, most in types:
+        room += _units_on(resources, cpus, gpus, count) * (count if most < 0 else most)
+    return min(room, count)
+
+
+def check_resources(what: str, cpus: float, gpus: float, count: int = 1) -> None:
+    """Raise ValueError unless ``count`` units of ``cpus`` CPUs and ``gpus`` GPUs, each on
+    one node (an actor, a training worker), can run at once on the Ray cluster: on the nodes
+    alive now or on those its autoscaler may add (when that is unknown, nothing is refused).
+    Ray itself would wait for them forever."""
+    import ray  # noqa: PLC0415
+
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    if room_for(nodes, [], cpus, gpus, count) >= count:
+        return
+    types = autoscaled_node_types()
+    if types is None:
+        return
+    room = room_for(nodes, types, cpus, gpus, count)
+    if room >= count:
+        return
+    largest = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+    total = ray.cluster_resources()
+    raise ValueError(
+        f"{what}: {count} x ({cpus:g} CPU, {gpus:g} GPU), each on one node, cannot run on this "
+        f"Ray cluster (room for {room}; largest node {largest.get('CPU', 0):g} CPU, "
+        f"{largest.get('GPU', 0):g} GPU; in all {total.get('CPU', 0):g} CPU, "
+        f"{total.get('GPU', 0):g} GPU; no autoscaler can add more): ask for less, or join "
+        "a cluster that has them (--address)")
+
+
 def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | None = None,
             succeeded: Callable[[Any], bool] = lambda summary: True, use_ray: bool = True) -> int:
     """What every job script does: join or start Ray (unless the stage runs in this process,

@@ -5,35 +5,39 @@ Per video (:func:`score_video`): decode, in one pass, the detection frames (one 
 ``frames`` frames to classify spread over the video; link detections into face tracks and
 interpolate boxes (:mod:`deepfake_lib.tracks`); crop as the prepare stage does; classify in
 a coarse-to-fine frame order, so that when the budget runs out the frames already classified
-still span the video (the answer is *anytime*); aggregate frames to tracks and tracks to the
-video (fake if any person is fake); clip.
+still span the video (the answer is *anytime*: status ``partial`` when the budget cut it
+short); aggregate the crops to one probability (:func:`aggregate`); clip.
 
-The driver keeps the budget honest: a video whose actor has not answered by budget + grace is
-recorded as ``timeout`` with the fallback probability and its actor is killed and replaced; an
-actor that dies is replaced and its video retried once. Rows are written per deterministic
-batch (``RUN/scores/<batch>.parquet``), so a rerun scores only what is missing.
+The driver keeps the budget honest (:mod:`deepfake_lib.score_pool`): a video whose actor has
+not answered by budget + grace is recorded as ``timeout`` with the fallback probability and
+its actor is killed and replaced; an actor that dies is replaced and its video retried once.
+Rows are written per deterministic batch (``RUN/scores/<batch>.parquet``), so a rerun scores
+only what is missing; the submission and leaderboard come from :mod:`deepfake_lib.leaderboard`.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from deepfake_lib import batches, faces, metrics, storage, video
+from deepfake_lib import batches, faces, storage, video
 from deepfake_lib.dataset import build_manifest
+from deepfake_lib.faults import NO_FAULTS, Faults
+from deepfake_lib.leaderboard import leaderboard, roc_calibration_png, submission_csv
 from deepfake_lib.progress import Progress, format_seconds
+from deepfake_lib.score_pool import ScorerPool, default_actors
 from deepfake_lib.storage import RunDir
 from deepfake_lib.tracks import detect_frames, track_faces
 
 SCORE_SCHEMA = pa.schema([
     ("video_id", pa.string()),
     ("prob", pa.float32()),          # probability that the video is fake, clipped
-    ("status", pa.string()),         # ok, no_face, timeout, error
+    ("status", pa.string()),         # one of STATUSES
     ("message", pa.string()),
     ("n_faces", pa.int32()),         # face crops classified
     ("n_tracks", pa.int32()),
@@ -46,7 +50,10 @@ SCORE_SCHEMA = pa.schema([
 ])
 
 AGGREGATIONS = ("confident", "mean", "max_track")
-STATUSES = ("ok", "no_face", "timeout", "error")
+# ok: every chosen frame classified; partial: the budget ran out, the answer comes from the
+# frames classified in time; no_face: no face tracked (fallback); timeout: no answer by budget
+# + grace, the worker was killed (fallback); error: unreadable video or a failure (fallback)
+STATUSES = ("ok", "partial", "no_face", "timeout", "error")
 
 
 @dataclass(frozen=True)
@@ -64,18 +71,17 @@ class ScoreConfig:
     max_tracks: int = 4
     aggregation: str = "confident"
     clip: float = 0.01
-    fallback: float | None = None     # None: the model's training prior
+    fallback: float = 0.5             # for videos with no answer; clipped like every probability
     actors: int | None = None         # default: what the cluster's resources allow
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
+    start_timeout_s: float = 600.0    # no actor ready by then: an error (a GPU node may boot slowly)
     batch_size: int = 64              # videos per output file
     overwrite: bool = False
     progress_every_s: float = 10.0
-    # Test hooks: these videos sleep for ``slow_seconds`` inside the actor, ignoring the
-    # budget; with ``crash_once_marker``, the first actor to score a video dies once.
-    slow_videos: tuple[str, ...] = ()
-    slow_seconds: float = 3600.0
-    crash_once_marker: str | None = None
+    videos: tuple[str, ...] = ()      # only these video ids (default: every video found)
+    data_name: str | None = None      # what the labelled videos are ("train" when trained on),
+                                      # the leaderboard's "data"
 
 
 @dataclass
@@ -92,10 +98,14 @@ class ScoreSummary:
                 f"submission in {storage.join(self.out, 'submission.csv')}")
         if self.leaderboard:
             lb = self.leaderboard
+            data = {None: "", "train": "TRAINING "}.get(lb.get("data"), f"{lb.get('data')} ")
             text += (f"\nleaderboard: log loss {lb['logloss']:.4f}, AUC {lb['auc']:.3f}, "
                      f"AP {lb['ap']:.3f}, accuracy {lb['accuracy']:.3f} on {lb['count']} "
-                     f"labelled videos; seconds per video p50 {lb['time_p50']:.2f}, "
+                     f"labelled {data}videos; seconds per video p50 {lb['time_p50']:.2f}, "
                      f"p95 {lb['time_p95']:.2f}, max {lb['time_max']:.2f}")
+            if lb.get("data") == "train":
+                text += ("\n(the model was trained on these videos' people: the board says "
+                         "nothing of how it does on new people)")
         return text
 
 
@@ -103,29 +113,26 @@ def aggregate(track_probs: dict[int, list[float]], rule: str = "confident") -> f
     """One probability from per-track frame probabilities.
 
     ``mean``: all crops alike. ``max_track``: each track's mean, then the most fake track.
-    ``confident`` (after the DFDC winner): within a track, if more than 40% of frames are
-    confidently fake (> 0.8), their mean; if more than 90% are confidently real (< 0.2), their
-    mean; else the mean of all; then the most fake track.
+    ``confident``: the DFDC winner's rule as published, over all crops of the video: if more
+    than 11 crops are confidently fake (> 0.8) and they are more than ``n // 2.5`` of the
+    ``n`` crops, their mean; else if more than 90% are confidently real (< 0.2), their mean;
+    else the mean of all. The floor of 11 keeps a few noisy crops (a short partial answer,
+    one of several people) from swinging the video to an extreme.
     """
     if rule not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {rule!r}; choose one of {', '.join(AGGREGATIONS)}")
     if not track_probs:
         raise ValueError("no track to aggregate")
-    if rule == "mean":
-        return float(np.mean([p for ps in track_probs.values() for p in ps]))
-    per_track = []
-    for ps in track_probs.values():
-        p = np.asarray(ps, dtype=float)
-        if rule == "confident":
-            fake, real = p[p > 0.8], p[p < 0.2]
-            if len(fake) > 0.4 * len(p):
-                per_track.append(float(fake.mean()))
-                continue
-            if len(real) > 0.9 * len(p):
-                per_track.append(float(real.mean()))
-                continue
-        per_track.append(float(p.mean()))
-    return max(per_track)
+    if rule == "max_track":
+        return max(float(np.mean(ps)) for ps in track_probs.values())
+    p = np.array([q for ps in track_probs.values() for q in ps], dtype=float)
+    if rule == "confident":
+        fake, real = p[p > 0.8], p[p < 0.2]
+        if len(fake) > len(p) // 2.5 and len(fake) > 11:
+            return float(fake.mean())
+        if len(real) > 0.9 * len(p):
+            return float(real.mean())
+    return float(p.mean())
 
 
 def coarse_to_fine(n: int) -> list[int]:
@@ -191,7 +198,7 @@ def score_video(path: str, face_detector: faces.FaceDetector, model, config: Sco
             prob = aggregate(track_probs, config.aggregation)
             row["prob"] = float(np.clip(prob, config.clip, 1 - config.clip))
             late = classified < len(order)
-            row["status"] = "timeout" if late else "ok"
+            row["status"] = "partial" if late else "ok"
             if late:
                 row["message"] = (f"budget reached: {classified} of {len(order)} frames "
                                   "classified (anytime prediction)")
@@ -206,11 +213,12 @@ def score_video(path: str, face_detector: faces.FaceDetector, model, config: Sco
 class VideoScorer:
     """What each actor holds: the face detector and the model, loaded once."""
 
-    def __init__(self, model_dir: str, config: ScoreConfig, fallback: float):
+    def __init__(self, model_dir: str, config: ScoreConfig, fallback: float,
+                 faults: Faults = NO_FAULTS):
         from deepfake_lib.model import load_detector  # noqa: PLC0415
 
         device = "cuda" if config.gpus_per_actor > 0 else "cpu"
-        self.config, self.fallback = config, fallback
+        self.config, self.fallback, self.faults = config, fallback, faults
         self.model = load_detector(model_dir, device=device)
         self.faces = faces.get_detector(config.detector, device)
 
@@ -218,12 +226,8 @@ class VideoScorer:
         return True
 
     def score(self, video_id: str, path: str) -> dict:
-        marker = self.config.crash_once_marker
-        if marker and not os.path.exists(marker):
-            open(marker, "w").close()
-            os._exit(1)
-        if video_id in self.config.slow_videos:
-            time.sleep(self.config.slow_seconds)
+        self.faults.crash_once()
+        self.faults.maybe_slow(video_id)
         return {"video_id": video_id, **score_video(path, self.faces, self.model, self.config,
                                                     self.fallback)}
 
@@ -232,168 +236,33 @@ def _label(value: str | None) -> int | None:
     return {"FAKE": 1, "REAL": 0}.get(value or "")
 
 
-def leaderboard(rows: list[dict], clip: float = metrics.CLIP) -> dict | None:
-    """Scores of the labelled rows (None when none is labelled), statuses and times."""
-    labelled = [r for r in rows if r["label"] is not None]
-    if not labelled:
-        return None
-    y = np.array([r["label"] for r in labelled])
-    p = np.array([r["prob"] for r in labelled])
-    board = metrics.binary_scores(y, p)
-    board["logloss"] = metrics.log_loss(y, p, clip)
-    seconds = np.array([r["seconds"] for r in rows])
-    board.update(statuses=dict(Counter(r["status"] for r in rows)),
-                 time_p50=float(np.percentile(seconds, 50)),
-                 time_p95=float(np.percentile(seconds, 95)), time_max=float(seconds.max()))
-    return board
-
-
-def _figures(run: RunDir, rows: list[dict]) -> None:
-    """ROC and calibration plots of the labelled rows."""
-    import io  # noqa: PLC0415
-
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    from sklearn.metrics import roc_curve  # noqa: PLC0415
-
-    labelled = [r for r in rows if r["label"] is not None]
-    y = np.array([r["label"] for r in labelled])
-    p = np.array([r["prob"] for r in labelled])
-    if len(set(y.tolist())) < 2:
-        return
-    fpr, tpr, _ = roc_curve(y, p)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5), dpi=100)
-    ax1.plot(fpr, tpr, lw=2)
-    ax1.plot([0, 1], [0, 1], "k--", lw=1)
-    ax1.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
-    bins = np.linspace(0, 1, 11)
-    which = np.clip(np.digitize(p, bins) - 1, 0, 9)
-    centres = [(p[which == b].mean(), y[which == b].mean(), (which == b).sum())
-               for b in range(10) if (which == b).any()]
-    ax2.plot([0, 1], [0, 1], "k--", lw=1)
-    ax2.scatter([c[0] for c in centres], [c[1] for c in centres],
-                s=[20 + 10 * c[2] for c in centres])
-    ax2.set(xlabel="predicted probability of fake", ylabel="share of fakes",
-            title="calibration (area: videos)", xlim=(0, 1), ylim=(0, 1))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    run.write_bytes("figures/roc_calibration.png", buf.getvalue())
-
-
-class _Pool:
-    """Actors fed one video at a time, each call watched against budget + grace. An actor
-    gets videos only once it has loaded its models, so start-up never counts as a video's
-    time."""
-
-    MAX_START_FAILURES = 3
-
-    def __init__(self, size: int, model_dir: str, config: ScoreConfig, fallback: float):
-        import ray  # noqa: PLC0415
-
-        self.ray, self.config, self.model_dir, self.fallback = ray, config, model_dir, fallback
-        self.remote = ray.remote(VideoScorer).options(
-            num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor, max_restarts=0)
-        self.idle: list = []
-        self.starting: dict = {}  # ready() ref -> actor
-        self.running: dict = {}   # score() ref -> (actor, video row, started, tries)
-        self.start_failures = 0
-        self.retry: list[dict] = []  # videos whose actor died once, to run again
-        for _ in range(size):
-            self._new()
-
-    def _new(self) -> None:
-        actor = self.remote.remote(self.model_dir, self.config, self.fallback)
-        self.starting[actor.ready.remote()] = actor
-
-    def submit(self, row: dict, tries: int = 0) -> None:
-        actor = self.idle.pop()
-        ref = actor.score.remote(row["video_id"], row["path"])
-        self.running[ref] = (actor, row, time.monotonic(), tries)
-
-    def _replace(self, actor) -> None:
-        self.ray.kill(actor)
-        self._new()
-
-    def collect(self) -> list[tuple[dict, dict]]:
-        """Wait a little; return ``(video row, score row)`` for videos that finished, timed
-        out, or failed twice; resubmit those whose actor died once."""
-        ray = self.ray
-        refs = list(self.running) + list(self.starting)
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0.2) if refs else ([], [])
-        out = []
-        for ref in done:
-            if ref in self.starting:
-                actor = self.starting.pop(ref)
-                try:
-                    ray.get(ref)
-                    self.idle.append(actor)
-                except ray.exceptions.RayError as exc:
-                    self.start_failures += 1
-                    if self.start_failures > self.MAX_START_FAILURES:
-                        raise RuntimeError(f"scoring actors cannot start: {exc}") from None
-                    self._replace(actor)
-                continue
-            actor, row, started, tries = self.running.pop(ref)
-            try:
-                out.append((row, ray.get(ref)))
-                self.idle.append(actor)
-            except ray.exceptions.RayActorError as exc:
-                self._replace(actor)
-                if tries == 0:
-                    self.retry.append(row)
-                else:
-                    out.append((row, self._failed(row, "error", f"actor died twice: {exc}"[:500],
-                                                  time.monotonic() - started)))
-            except ray.exceptions.RayError as exc:
-                self.idle.append(actor)
-                out.append((row, self._failed(row, "error", str(exc)[:500],
-                                              time.monotonic() - started)))
-        limit = self.config.budget_s + self.config.grace_s
-        for ref, (actor, row, started, _) in list(self.running.items()):
-            if time.monotonic() - started > limit:
-                del self.running[ref]
-                self._replace(actor)
-                out.append((row, self._failed(row, "timeout", f"no answer within {limit:g} s; "
-                                              "worker killed and replaced",
-                                              time.monotonic() - started)))
-        return out
-
-    def _failed(self, row: dict, status: str, message: str, seconds: float) -> dict:
-        return {"video_id": row["video_id"], "prob": self.fallback, "status": status,
-                "message": message,
-                "n_faces": 0, "n_tracks": 0, "n_frames": 0, "seconds": seconds,
-                "decode_s": None, "locate_s": None, "classify_s": None}
-
-
-def default_actors(config: ScoreConfig) -> int:
-    import ray  # noqa: PLC0415
-
-    resources = ray.cluster_resources()
-    if config.gpus_per_actor > 0:
-        return max(1, int(resources.get("GPU", 0) // config.gpus_per_actor))
-    return max(1, int(resources.get("CPU", 1) // config.cpus_per_actor))
-
-
-def run_score(config: ScoreConfig) -> ScoreSummary:
-    """Score every video under ``config.data``; write scores, submission and leaderboard."""
-    from deepfake_lib.model import ModelConfig  # noqa: PLC0415
-    from deepfake_lib.runtime import init_ray  # noqa: PLC0415
+def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
+    """Score every video under ``config.data``; write scores, submission and leaderboard.
+    ``faults`` is for tests (:mod:`deepfake_lib.faults`)."""
+    from deepfake_lib.runtime import check_resources, init_ray  # noqa: PLC0415
 
     start = time.monotonic()
+    if not 0.0 <= config.fallback <= 1.0:
+        raise ValueError(f"fallback {config.fallback:g} is not a probability (0 to 1)")
+    if not 0.0 <= config.clip < 0.5:
+        raise ValueError(f"clip {config.clip:g} must be at least 0 and below 0.5")
+    if config.aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {config.aggregation!r}")
+    fallback = float(np.clip(config.fallback, config.clip, 1 - config.clip))
     run = RunDir(config.out)
     model_dir = config.model or run.uri("model")
     if not storage.is_uri(model_dir):
         model_dir = RunDir(model_dir).location
     if not storage.exists(storage.join(model_dir, "config.json")):
         raise FileNotFoundError(f"no trained model in {model_dir}: run jobs/train.py first")
-    prior = ModelConfig.from_json(storage.read_bytes(storage.join(model_dir, "config.json"))).prior
-    fallback = config.fallback if config.fallback is not None else prior
-    if config.aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {config.aggregation!r}")
     manifest = build_manifest(list(config.data)).table
+    if config.videos:
+        missing = set(config.videos) - set(manifest.column("video_id").to_pylist())
+        if missing:
+            raise ValueError(f"{len(missing)} of the videos asked for are not under "
+                             f"{', '.join(config.data)} (e.g. {sorted(missing)[0]})")
+        manifest = manifest.filter(pc.is_in(manifest.column("video_id"),
+                                            pa.array(config.videos, pa.string())))
     if manifest.num_rows == 0:
         raise ValueError(f"no video under {', '.join(config.data)}")
     manifest = manifest.sort_by([("part", "ascending"), ("video_id", "ascending")])
@@ -405,7 +274,10 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
     size = min(config.actors or default_actors(config), max(1, sum(len(r) for _, r in todo)))
     progress = Progress("score", sum(len(r) for _, r in todo), every_s=config.progress_every_s)
     if todo:
-        pool = _Pool(size, model_dir, config, fallback)
+        check_resources("score actors (--actors, --cpus-per-actor, --gpus-per-actor)",
+                        config.cpus_per_actor, config.gpus_per_actor, size)
+        pool = ScorerPool(VideoScorer, (model_dir, config, fallback, faults), size, config,
+                          fallback)
         waiting = [(name, row) for name, rows in todo for row in rows]
         batch_of = {row["video_id"]: name for name, row in waiting}
         results: dict[str, dict[str, dict]] = {name: {} for name, _ in todo}
@@ -427,20 +299,19 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
                     run.write_parquet(f"scores/{name}.parquet",
                                       pa.Table.from_pylist(list(results.pop(name).values()),
                                                            SCORE_SCHEMA))
-        for actor in pool.idle + list(pool.starting.values()):
-            pool.ray.kill(actor)
+        pool.close()
     progress.close()
 
     rows = run.read_parquet("scores").to_pylist()
-    by_id = {r["video_id"]: r for r in rows}
-    lines = ["filename,label"] + [f"{v},{by_id[v]['prob']:.6f}" if v in by_id
-                                  else f"{v},{fallback:.6f}"
-                                  for v in manifest.column("video_id").to_pylist()]
-    run.write_bytes("submission.csv", ("\n".join(lines) + "\n").encode())
+    run.write_bytes("submission.csv",
+                    submission_csv(manifest.column("video_id").to_pylist(), rows, fallback))
     board = leaderboard(rows)
+    if board is not None and config.data_name:
+        board["data"] = config.data_name
     if board is not None:
         run.write_json("leaderboard.json", board)
-        _figures(run, rows)
+        if (figure := roc_calibration_png(rows)) is not None:
+            run.write_bytes("figures/roc_calibration.png", figure)
     summary = ScoreSummary(out=run.location, videos=len(rows),
                            statuses=dict(Counter(r["status"] for r in rows)), leaderboard=board,
                            seconds=time.monotonic() - start)

@@ -1,4 +1,5 @@
 """Cluster stage: the unique people in RUN/encodings, the smaller data set, and figures.
+It runs in this process, without Ray, so it takes no --address.
 
     python jobs/cluster.py --out RUN [--method auto] [--per-cluster 3]
 """
@@ -31,8 +32,6 @@ def parse_args(argv: list[str] | None = None) -> ClusterConfig:
     p.add_argument("--per-cluster", type=int, default=3, help="real videos chosen per person for the subset")
     p.add_argument("--include-noise", action="store_true", help="keep real videos whose face is noise")
     p.add_argument("--no-figures", action="store_true")
-    p.add_argument("--address", default=None,
-                   help="accepted like every stage's; this stage runs in this process, without Ray")
     a = p.parse_args(argv)
     params = ClusterParams(method=a.method, pca_components=a.pca_components, perplexity=a.perplexity,
                            min_cluster_size=a.min_cluster_size, eps=a.eps, min_samples=a.min_samples,

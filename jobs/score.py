@@ -27,11 +27,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
                    help="face detector for the tracks (mtcnn: slower, finds smaller faces)")
     p.add_argument("--aggregation", default="confident", choices=AGGREGATIONS)
     p.add_argument("--clip", type=float, default=0.01, help="probabilities clipped to [clip, 1-clip]")
-    p.add_argument("--fallback", type=float, default=None,
-                   help="probability for failed videos (default: the training prior)")
+    p.add_argument("--fallback", type=float, default=0.5,
+                   help="probability (0 to 1, then clipped) for videos with no answer")
     p.add_argument("--actors", type=int, default=None, help="default: what the cluster allows")
     p.add_argument("--cpus-per-actor", type=float, default=1.0)
     p.add_argument("--gpus-per-actor", type=float, default=0.0)
+    p.add_argument("--start-timeout-s", type=float, default=600.0,
+                   help="give up when no actor is ready after this long (default 600: "
+                        "an autoscaled GPU node can take minutes to boot)")
     p.add_argument("--batch-size", type=int, default=64, help="videos per output file")
     p.add_argument("--overwrite", action="store_true", help="delete earlier scores in --out first")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
@@ -40,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
                          grace_s=a.grace_s, frames=a.frames, detect_every_s=a.detect_every_s,
                          detector=a.detector, aggregation=a.aggregation, clip=a.clip,
                          fallback=a.fallback, actors=a.actors, cpus_per_actor=a.cpus_per_actor,
-                         gpus_per_actor=a.gpus_per_actor, batch_size=a.batch_size,
+                         gpus_per_actor=a.gpus_per_actor, start_timeout_s=a.start_timeout_s,
+                         batch_size=a.batch_size,
                          overwrite=a.overwrite)
     return config, a.address
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from deepfake_lib.clustering import (ClusterParams, adjusted_rand, cluster_encodings, knee_eps,
-                                     relabel_by_size, synthetic_encodings)
+from deepfake_lib.clustering import (ClusterParams, adjusted_rand, cluster_encodings, content_ids,
+                                     knee_eps, relabel_by_size, synthetic_encodings)
 
 
 def _truth(labels):
@@ -45,6 +45,18 @@ def test_knee_eps_sits_between_the_two_scales():
 
 def test_relabel_by_size_orders_clusters_and_keeps_noise():
     assert relabel_by_size(np.array([5, 5, -1, 2, 2, 2, 7])).tolist() == [1, 1, -1, 0, 0, 0, 2]
+
+
+def test_content_ids_come_from_the_first_member_not_the_numbering():
+    keys = ["b", "a", "z", "c", "d", "e"]
+    ids = content_ids(np.array([0, 0, -1, 1, 1, 1]), keys)
+    assert ids[2] == -1 and ids[0] == ids[1] and ids[3] == ids[4] == ids[5] != ids[0]
+    assert ids.min() >= -1 and ids.max() < 2**31  # int32, never the noise label
+    # the same people numbered the other way round get the same ids
+    assert content_ids(np.array([1, 1, -1, 0, 0, 0]), keys).tolist() == ids.tolist()
+    # another person joining leaves both ids alone
+    more = content_ids(np.array([0, 0, -1, 1, 1, 1, 2, 2]), keys + ["x", "y"])
+    assert more[:6].tolist() == ids.tolist() and more[6] not in ids
 
 
 def test_too_few_faces_and_unknown_method_are_clear_errors():

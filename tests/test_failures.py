@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -51,12 +52,21 @@ def _child_main(queue, scenario, args) -> None:
 _CLUSTERS: list = []  # the child's fake cluster, shut down when its scenario ends
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _cluster():
     import ray
     from ray.cluster_utils import Cluster
 
+    # a dashboard of its own (the session's Ray may hold the default port): the state API
+    # that lists task attempts goes through it
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "env_vars": {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}})
+        "num_cpus": 0, "dashboard_port": _free_port(),
+        "env_vars": {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}})
     _CLUSTERS.append(cluster)
     nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
@@ -64,17 +74,67 @@ def _cluster():
     return cluster, nodes
 
 
-def _remove_node_when(cluster, node, ready) -> threading.Thread:
-    """Remove ``node`` as soon as ``ready()`` is true (polled in a thread)."""
+def _remove_node_when(cluster, node, ready, record: dict) -> threading.Thread:
+    """Remove ``node`` as soon as ``ready()`` is true (polled in a thread, at most 300 s);
+    ``record`` gets the node's id, whether ``ready()`` held, and when the node went."""
     def watch():
         deadline = time.monotonic() + 300
         while not ready() and time.monotonic() < deadline:
             time.sleep(0.1)
+        record.update(node_id=node.node_id, ready=bool(ready()))
         cluster.remove_node(node)
+        record["removed_at"] = time.time()
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread
+
+
+def _attempts(name: str, address: str) -> list[dict]:
+    """Every attempt of the Ray tasks called ``name`` (state API), once none is pending or
+    running any more (task events reach the state API a little late)."""
+    from ray.util.state import list_tasks
+
+    deadline = time.monotonic() + 60
+    while True:
+        tasks = [{"task_id": t.task_id, "attempt": t.attempt_number, "state": t.state,
+                  "node_id": t.node_id, "actor_id": t.actor_id, "error_type": t.error_type}
+                 for t in list_tasks(address=address, detail=True, filters=[("name", "=", name)],
+                                     limit=10_000, raise_on_missing_output=False)]
+        if all(t["state"] in ("FINISHED", "FAILED") for t in tasks) or time.monotonic() > deadline:
+            return tasks
+        time.sleep(1.0)
+
+
+def _losing_a_node(cluster, node, ready, stage, task_name: str) -> tuple[object, dict]:
+    """Run ``stage()`` while ``node`` is removed once ``ready()``; its summary, and what
+    happened for :func:`_assert_a_task_died_with_the_node`."""
+    record: dict = {}
+    watcher = _remove_node_when(cluster, node, ready, record)
+    began = time.time()
+    summary = stage()
+    ended = time.time()
+    watcher.join()
+    return summary, {"began": began, "ended": ended, **record,
+                     "tasks": _attempts(task_name, cluster.address)}
+
+
+def _assert_a_task_died_with_the_node(result: dict) -> list[dict]:
+    """The node went while the stage ran, with work on it; returns the attempts that died.
+    An actor's task that died with it has no node: it is on the node where its actor ran."""
+    assert result["ready"], "the node was removed at the 300-s deadline, not mid-stage"
+    assert result["began"] < result["removed_at"] < result["ended"]
+    actor_node = {t["actor_id"]: t["node_id"] for t in result["tasks"]
+                  if t["actor_id"] and t["node_id"]}
+    died = [t for t in result["tasks"] if t["state"] == "FAILED"
+            and (t["node_id"] or actor_node.get(t["actor_id"])) == result["node_id"]]
+    assert died, "no task was running on the node when it died"
+    return died
+
+
+def _retried(result: dict) -> set[str]:
+    """Tasks that Ray ran again and that then finished."""
+    return {t["task_id"] for t in result["tasks"] if t["attempt"] > 0 and t["state"] == "FINISHED"}
 
 
 def _count(folder: Path) -> int:
@@ -82,34 +142,41 @@ def _count(folder: Path) -> int:
 
 
 def _encode_losing_a_node(data: str, out: str) -> dict:
+    import ray
+
     from deepfake_lib.encode import EncodeConfig, run_encode
 
     cluster, nodes = _cluster()
-    watcher = _remove_node_when(cluster, nodes[0], lambda: _count(Path(out) / "encodings") >= 2)
-    summary = run_encode(EncodeConfig(data=(data,), out=out, all_videos=True, batch_size=1))
-    watcher.join()
-    return {"videos": summary.videos, "nodes_alive": sum(n["Alive"] for n in __import__("ray").nodes())}
+    summary, result = _losing_a_node(
+        cluster, nodes[0], lambda: _count(Path(out) / "encodings") >= 2,
+        lambda: run_encode(EncodeConfig(data=(data,), out=out, all_videos=True, batch_size=1)),
+        "encode_batch")
+    return {**result, "videos": summary.videos, "nodes_alive": sum(n["Alive"] for n in ray.nodes())}
 
 
-def _prepare_losing_a_node(data: str, out: str) -> dict:
+def _prepare_losing_a_node(data: str, out: str, reference: str) -> dict:
     from deepfake_lib.prepare import PrepareConfig, run_prepare
 
     cluster, nodes = _cluster()
-    watcher = _remove_node_when(cluster, nodes[1], lambda: _count(Path(out) / "crops") >= 2)
-    summary = run_prepare(PrepareConfig(data=(data,), out=out, batch_size=1, every=12))
-    watcher.join()
-    return {"units": summary.units, "errors": summary.errors}
+    summary, result = _losing_a_node(
+        cluster, nodes[1], lambda: _count(Path(out) / "crops") >= 2,
+        lambda: run_prepare(PrepareConfig(data=(data,), out=out, batch_size=1, every=12)),
+        "prepare_batch")
+    # the same stage, undisturbed, on the node that is left: what the rows should be
+    run_prepare(PrepareConfig(data=(data,), out=reference, batch_size=1, every=12))
+    return {**result, "errors": summary.errors}
 
 
 def _score_losing_a_node(data: str, out: str, model: str) -> dict:
     from deepfake_lib.scoring import ScoreConfig, run_score
 
     cluster, nodes = _cluster()
-    watcher = _remove_node_when(cluster, nodes[0], lambda: _count(Path(out) / "scores") >= 1)
-    summary = run_score(ScoreConfig(data=(data,), out=out, model=model, frames=8, batch_size=2,
-                                    actors=2))
-    watcher.join()
-    return {"videos": summary.videos, "statuses": summary.statuses}
+    summary, result = _losing_a_node(
+        cluster, nodes[0], lambda: _count(Path(out) / "scores") >= 1,
+        lambda: run_score(ScoreConfig(data=(data,), out=out, model=model, frames=8,
+                                      batch_size=2, actors=2)),
+        "VideoScorer.score")
+    return {**result, "videos": summary.videos, "statuses": summary.statuses}
 
 
 def _encode_with_the_driver_killed(data: str, killed_out: str, clean_out: str) -> dict:
@@ -139,6 +206,8 @@ def _exactly_once(ids: list[str], expected: set[str]) -> None:
 def test_node_lost_during_encode(sample_dir, tmp_path):
     out = tmp_path / "run"
     result = _in_child(_encode_losing_a_node, str(sample_dir), str(out))
+    died = _assert_a_task_died_with_the_node(result)
+    assert {t["task_id"] for t in died} <= _retried(result)  # Ray ran each again, elsewhere
     assert result["nodes_alive"] == 2  # the head and the surviving worker
     videos = pq.read_table(out / "videos").column("video_id").to_pylist()
     expected = {p.name for p in (sample_dir / "sample_part_0").glob("*.mp4")}
@@ -149,20 +218,27 @@ def test_node_lost_during_encode(sample_dir, tmp_path):
 
 
 def test_node_lost_during_prepare(sample_dir, tmp_path):
-    out = tmp_path / "run"
-    result = _in_child(_prepare_losing_a_node, str(sample_dir), str(out))
+    out, reference = tmp_path / "run", tmp_path / "reference"
+    result = _in_child(_prepare_losing_a_node, str(sample_dir), str(out), str(reference))
+    died = _assert_a_task_died_with_the_node(result)
+    assert {t["task_id"] for t in died} <= _retried(result)
     assert result["errors"] == {}
     crops = pq.read_table(out / "crops", columns=["sample_id", "video_id"]).to_pylist()
-    _exactly_once([c["sample_id"] for c in crops], {c["sample_id"] for c in crops})
-    assert {c["video_id"] for c in crops} == {p.name for p in (sample_dir / "sample_part_0").glob("*.mp4")}
+    undisturbed = pq.read_table(reference / "crops", columns=["sample_id"]).column("sample_id")
+    _exactly_once([c["sample_id"] for c in crops], set(undisturbed.to_pylist()))
+    assert {c["video_id"] for c in crops} == {p.name for p in
+                                              (sample_dir / "sample_part_0").glob("*.mp4")}
 
 
 def test_node_lost_during_score(sample_dir, tiny_model, tmp_path):
     out = tmp_path / "run"
     result = _in_child(_score_losing_a_node, str(sample_dir), str(out), str(tiny_model))
+    _assert_a_task_died_with_the_node(result)
+    # a video whose actor died with the node was scored again by another: 16 answers in all
+    assert sum(t["state"] == "FINISHED" for t in result["tasks"]) == 16
     names = [line.split(",")[0] for line in (out / "submission.csv").read_text().splitlines()[1:]]
     _exactly_once(names, {p.name for p in (sample_dir / "sample_part_0").glob("*.mp4")})
-    assert result["videos"] == 16
+    assert result["videos"] == 16 and result["statuses"] == {"ok": 16}
 
 
 def test_killed_driver_then_rerun_equals_an_uninterrupted_run(sample_dir, tmp_path):

@@ -33,7 +33,8 @@ def test_soccer_players_are_found_without_parameters(soccer_run, shared_data):
     # five players, plus at most one cluster of the other people in the photos
     assert summary.clusters in (5, 6) and summary.faces == len(clusters)
     subset = pq.read_table(soccer_run / "subset.parquet").to_pandas()
-    assert set(subset.cluster) == set(range(summary.clusters))
+    assert set(subset.cluster) == set(clusters.cluster) - {-1}
+    assert len(set(subset.cluster)) == summary.clusters
     assert subset.groupby("cluster").size().max() <= 3
 
 
@@ -73,11 +74,12 @@ def test_subset_takes_every_fake_of_its_reals_from_dfdc_metadata(shared_data, tm
             assert r["cluster"] == clusters_of[r["original"]]
 
 
-def _write_encodings(run: RunDir, x: np.ndarray) -> None:
+def _write_encodings(run: RunDir, x: np.ndarray, ids: list[str] | None = None) -> None:
     thumb = faces.encode_jpeg(np.full((96, 96, 3), 128, np.uint8))
     n = len(x)
     run.write_parquet("encodings/000000-a.parquet", pa.table({
-        "video_id": [f"v{i}.mp4" for i in range(n)], "part": ["p"] * n, "label": ["REAL"] * n,
+        "video_id": ids or [f"v{i}.mp4" for i in range(n)], "part": ["p"] * n,
+        "label": ["REAL"] * n,
         "original": [None] * n, "frame_index": [0] * n, "face_index": [0] * n, "top": [0] * n,
         "right": [10] * n, "bottom": [10] * n, "left": [0] * n, "det_score": [1.0] * n,
         "encoding": [row.tolist() for row in x], "thumb": [thumb] * n}, schema=ENCODING_SCHEMA))
@@ -92,6 +94,33 @@ def test_synthetic_dfdc_like_subset_keeps_the_people(tmp_path):
     people = {int(truth[int(v[1:-4])]) for v in subset}
     assert len(people) >= 0.95 * 60
     assert summary.subset_reals <= 0.25 * len(x)
+
+
+def test_the_cluster_job_takes_no_ray_address(tmp_path, capsys):
+    from jobs.cluster import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--out", str(tmp_path / "run"), "--address", "auto"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --address" in capsys.readouterr().err
+
+
+def test_a_new_persons_faces_leave_the_other_people_their_ids(tmp_path):
+    x, truth = synthetic_encodings(7, 15, noise_fraction=0.0, seed=5)
+    ids = [f"person{t}_{i:03d}.mp4" for i, t in enumerate(truth)]
+    known = np.flatnonzero((truth < 6) & (np.arange(len(truth)) % 15 < 5))  # 5 faces of 6 people
+    everyone = np.concatenate([known, np.flatnonzero(truth == 6)])  # and 15 faces of a 7th
+    ids_of = {}
+    for name, rows in (("before", known), ("after", everyone)):
+        run = RunDir(str(tmp_path / name))
+        _write_encodings(run, x[rows], [ids[i] for i in rows])
+        run_cluster(ClusterConfig(out=run.location, figures=False))
+        table = run.read_parquet("clusters.parquet").to_pylist()
+        ids_of[name] = {r["video_id"]: r["cluster"] for r in table}
+    before, after = ids_of["before"], ids_of["after"]
+    assert len(set(before.values()) - {-1}) == 6 and len(set(after.values()) - {-1}) == 7
+    assert {v: after[v] for v in before} == before  # the newcomer is the largest cluster
+    newcomer = {after[ids[i]] for i in np.flatnonzero(truth == 6)}
+    assert len(newcomer) == 1 and not newcomer & set(before.values())
 
 
 def test_empty_and_one_face_runs_are_clear_errors(tmp_path, capsys):

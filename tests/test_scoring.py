@@ -1,18 +1,45 @@
 import csv
+import dataclasses
 import json
+import threading
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 
-from deepfake_lib import metrics
-from deepfake_lib.scoring import SCORE_SCHEMA, ScoreConfig, aggregate, coarse_to_fine, run_score
+from deepfake_lib import faces, metrics
+from deepfake_lib.faults import Faults
+from deepfake_lib.model import load_detector
+from deepfake_lib.scoring import (SCORE_SCHEMA, STATUSES, ScoreConfig, aggregate, coarse_to_fine,
+                                  run_score, score_video)
 
 
 def _submission(out):
     with open(out / "submission.csv") as f:
         return list(csv.DictReader(f))
+
+
+def _within(seconds: float, call):
+    """``call()``'s result or exception, or a test failure if it takes longer than
+    ``seconds`` (it is left running in a daemon thread: a hang must not hang the tests)."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"still waiting after {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 @pytest.mark.ray
@@ -40,9 +67,10 @@ def test_every_shared_video_is_scored_once_and_the_leaderboard_is_right(tiny_mod
     assert 0 < board["time_p50"] <= board["time_p95"] <= board["time_max"]
     assert (out / "figures" / "roc_calibration.png").stat().st_size > 10_000
 
+    before = (out / "submission.csv").read_bytes()
     again = run_score(ScoreConfig(data=(str(shared_data / "videos"),), out=str(out),
                                   model=str(tiny_model), frames=8))
-    assert again.videos == 11 and _submission(out) == _submission(out)
+    assert again.videos == 11 and (out / "submission.csv").read_bytes() == before
 
 
 @pytest.mark.ray
@@ -50,14 +78,64 @@ def test_a_stuck_video_times_out_and_the_others_score(tiny_model, shared_data, t
     out = tmp_path / "run"
     config = ScoreConfig(data=(str(shared_data / "videos" / "clips"),), out=str(out),
                          model=str(tiny_model), frames=8, budget_s=4.0, grace_s=2.0,
-                         fallback=0.5, slow_videos=("news_anchor.mp4",))
-    run_score(config)
+                         fallback=0.5)
+    run_score(config, Faults(slow_videos=("news_anchor.mp4",)))
     rows = {r["video_id"]: r for r in pq.read_table(out / "scores").to_pylist()}
     stuck = rows["news_anchor.mp4"]
     assert stuck["status"] == "timeout" and stuck["prob"] == 0.5
+    assert "killed" in stuck["message"] and "fallback" in stuck["message"]
     assert 6.0 <= stuck["seconds"] < 6.0 + 3.0  # killed at budget + grace, not after an hour
     assert {rows[v]["status"] for v in rows if v != "news_anchor.mp4"} == {"ok"}
     assert len(_submission(out)) == 3
+
+
+@pytest.mark.ray
+def test_an_answer_cut_short_by_the_budget_is_partial_not_a_timeout(tiny_model, shared_data):
+    config = ScoreConfig(data=(), out="", frames=32, budget_s=0.0)
+    row = score_video(str(shared_data / "videos" / "ffpp" / "004.mp4"),
+                      faces.get_detector(config.detector, "cpu"),
+                      load_detector(str(tiny_model), device="cpu"), config, fallback=0.5)
+    # the first 8 frames (spread over the video) are always classified, then the budget stops it
+    assert row["status"] == "partial" and row["n_frames"] == 8 and row["n_faces"] >= 8
+    assert "8 of 32 frames" in row["message"]
+    assert set(STATUSES) >= {"ok", "partial", "timeout"}
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("flags,wanted", [(["--gpus-per-actor", "1"], "1 GPU"),
+                                          (["--cpus-per-actor", "64"], "64 CPU")])
+def test_actors_that_can_never_start_are_refused_at_once(tiny_model, shared_data, tmp_path,
+                                                        capsys, flags, wanted):
+    from jobs.score import main
+
+    argv = ["--data", str(shared_data / "videos" / "dfdc"), "--out", str(tmp_path / "run"),
+            "--model", str(tiny_model), *flags]
+    assert _within(60, lambda: main(argv)) == 1
+    err = capsys.readouterr().err
+    assert "cannot run on this Ray cluster" in err and wanted in err
+
+
+@pytest.mark.ray
+def test_no_actor_ready_within_the_start_timeout_is_a_clear_error(tiny_model, shared_data,
+                                                                  tmp_path):
+    import ray
+
+    @ray.remote(num_cpus=1)
+    class Hog:
+        def ready(self) -> bool:
+            return True
+
+    # every CPU taken: the actor fits the cluster, but no room comes
+    hogs = [Hog.remote() for _ in range(int(ray.cluster_resources()["CPU"]))]
+    ray.get([h.ready.remote() for h in hogs])
+    config = ScoreConfig(data=(str(shared_data / "videos" / "dfdc"),), out=str(tmp_path / "run"),
+                         model=str(tiny_model), frames=8, actors=1, start_timeout_s=3)
+    try:
+        with pytest.raises(RuntimeError, match="no scoring actor became ready within 3 s"):
+            _within(60, lambda: run_score(config))
+    finally:
+        for hog in hogs:
+            ray.kill(hog)
 
 
 @pytest.mark.ray
@@ -66,13 +144,27 @@ def test_bad_inputs_get_error_rows_with_the_fallback(tiny_model, shared_data, ba
     folder, expected = bad_inputs
     out = tmp_path / "run"
     run_score(ScoreConfig(data=(str(folder), str(shared_data / "videos" / "dfdc")), out=str(out),
-                          model=str(tiny_model), frames=8, fallback=0.37))
+                          model=str(tiny_model), frames=8, fallback=0.0, clip=0.02))
     rows = {r["video_id"]: r for r in pq.read_table(out / "scores").to_pylist()}
+    submitted = {r["filename"]: r["label"] for r in _submission(out)}
     for name, kind in expected.items():
-        assert rows[name]["status"] == "error" and rows[name]["prob"] == pytest.approx(0.37)
-        assert rows[name]["message"].startswith(kind)
+        # the fallback is clipped like every probability: 0 would cost an infinite log loss
+        assert rows[name]["status"] == "error" and rows[name]["prob"] == pytest.approx(0.02)
+        assert rows[name]["message"].startswith(kind) and submitted[name] == "0.020000"
     assert rows["lynaeydofd.mp4"]["status"] == "ok"
-    assert sorted(r["filename"] for r in _submission(out)) == sorted(rows)
+    assert sorted(submitted) == sorted(rows)
+
+
+def test_the_user_config_holds_no_test_hooks():
+    names = {f.name for f in dataclasses.fields(ScoreConfig)}
+    assert not names & {f.name for f in dataclasses.fields(Faults)}
+
+
+def test_the_fallback_is_one_half_unless_asked_and_must_be_a_probability(tmp_path):
+    assert ScoreConfig(data=(), out="").fallback == 0.5  # not the share of fakes in training
+    for fallback in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="not a probability"):
+            run_score(ScoreConfig(data=(), out=str(tmp_path / "run"), fallback=fallback))
 
 
 @pytest.mark.ray
@@ -80,8 +172,8 @@ def test_an_actor_that_dies_is_replaced_and_no_video_is_lost(tiny_model, shared_
     out = tmp_path / "run"
     marker = tmp_path / "died"
     summary = run_score(ScoreConfig(data=(str(shared_data / "videos" / "ffpp"),), out=str(out),
-                                    model=str(tiny_model), frames=8,
-                                    crash_once_marker=str(marker)))
+                                    model=str(tiny_model), frames=8),
+                        Faults(crash_once_marker=str(marker)))
     assert marker.exists()
     assert summary.statuses == {"ok": 6}
     assert sorted(r["filename"] for r in _submission(out)) == sorted(
@@ -90,13 +182,32 @@ def test_an_actor_that_dies_is_replaced_and_no_video_is_lost(tiny_model, shared_
 
 def test_aggregation_rules():
     tracks = {0: [0.1, 0.1, 0.1, 0.1], 1: [0.9, 0.95, 0.2, 0.1, 0.85]}
-    assert aggregate(tracks, "mean") == pytest.approx(np.mean([0.1] * 4 + [0.9, 0.95, 0.2, 0.1, 0.85]))
+    every = [0.1] * 4 + [0.9, 0.95, 0.2, 0.1, 0.85]
+    assert aggregate(tracks, "mean") == pytest.approx(np.mean(every))
     assert aggregate(tracks, "max_track") == pytest.approx(np.mean([0.9, 0.95, 0.2, 0.1, 0.85]))
-    assert aggregate(tracks, "confident") == pytest.approx(np.mean([0.9, 0.95, 0.85]))
-    assert aggregate({0: [0.1, 0.05, 0.15, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]}, "confident") \
-        == pytest.approx(0.1)
+    assert aggregate(tracks, "confident") == pytest.approx(np.mean(every))  # 3 sure fakes: too few
     with pytest.raises(ValueError):
         aggregate({}, "mean")
+
+
+def test_confident_takes_the_fake_mean_only_for_many_confident_fakes():
+    # a long confident fake: 20 of 32 crops above 0.8 (more than 11, more than 32 // 2.5)
+    long_fake = [0.95] * 20 + [0.5] * 12
+    assert aggregate({0: long_fake}, "confident") == pytest.approx(0.95)
+    # a short partial answer (8 frames) with a few confident fakes stays the plain mean
+    partial = [0.95] * 5 + [0.3] * 3
+    assert aggregate({0: partial}, "confident") == pytest.approx(np.mean(partial))
+    # a crowded real video: three people clearly real, one with five noisy frames
+    crowded = {0: [0.05] * 10, 1: [0.05] * 10, 2: [0.05] * 10, 3: [0.9] * 5 + [0.1] * 5}
+    every = [p for ps in crowded.values() for p in ps]
+    assert aggregate(crowded, "confident") == pytest.approx(np.mean(every))
+    assert aggregate(crowded, "confident") < 0.2
+    # confidently real: more than 90% of the crops below 0.2
+    real = [0.05] * 30 + [0.6] * 2
+    assert aggregate({0: real[:16], 1: real[16:]}, "confident") == pytest.approx(0.05)
+    # 12 confident fakes among 31 crops: 31 // 2.5 is 12, so not more: the plain mean
+    border = [0.9] * 12 + [0.3] * 19
+    assert aggregate({0: border}, "confident") == pytest.approx(np.mean(border))
 
 
 def test_coarse_to_fine_prefixes_span_the_range():

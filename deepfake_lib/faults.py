@@ -1,0 +1,36 @@
+"""Fault injection, for tests only: the one seam through which a test makes a worker die or
+hang. Stages take a :class:`Faults` apart from their user config (no flag sets it), and its
+default injects nothing.
+
+A :class:`Faults` travels with the work to Ray workers and actors (it pickles), so the
+failure happens where a real one would: in the worker process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Faults:
+    crash_once_marker: str | None = None  # see crash_once
+    slow_videos: tuple[str, ...] = ()     # see maybe_slow
+    slow_seconds: float = 3600.0
+
+    def crash_once(self) -> None:
+        """End this process at once, as a killed worker ends, the first time any process
+        gets here: the marker file, created just before, says it happened."""
+        marker = self.crash_once_marker
+        if marker and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+
+    def maybe_slow(self, video_id: str) -> None:
+        """Sleep ``slow_seconds`` (ignoring every budget) when ``video_id`` is a slow video."""
+        if video_id in self.slow_videos:
+            time.sleep(self.slow_seconds)
+
+
+NO_FAULTS = Faults()
