@@ -52,7 +52,8 @@ def detector_on_every_frame(path: str, detector, model, config: ScoreConfig) -> 
     found = {i: detector.detect(decoded[i])[: config.max_tracks] for i in chosen}
     locate_s = time.perf_counter() - t
     t = time.perf_counter()
-    crops = [faces.crop_face_with_box(decoded[i], d.box, config.margin, config.crop_size)[0]
+    seen = model.config
+    crops = [faces.crop_face_with_box(decoded[i], d.box, seen.crop_margin, seen.image_size)[0]
              for i in chosen for d in found[i]]
     probs = model.predict(crops)
     aggregate({0: probs.tolist()}, "mean")
@@ -62,8 +63,8 @@ def detector_on_every_frame(path: str, detector, model, config: ScoreConfig) -> 
 
 def per_video(model_dir: str, repeats: int) -> None:
     config = ScoreConfig(data=(), out="")
-    detector = faces.make_detector(config.detector)
     model = load_detector(model_dir, device="cpu")
+    detector = faces.make_detector(model.config.face_detector)
     rows = []
     for path in DFDC:
         ours = min((score_video(str(path), detector, model, config, 0.5) for _ in range(repeats)),
@@ -93,8 +94,8 @@ def aggregations(model_dir: str) -> None:
     from deepfake_lib.scoring import AGGREGATIONS
 
     config = ScoreConfig(data=(), out="")
-    detector = faces.make_detector(config.detector)
     model = load_detector(model_dir, device="cpu")
+    detector = faces.make_detector(model.config.face_detector)
     rows = [r for r in build_manifest(str(SHARED / "videos")).table.to_pylist() if r["label"]]
     scored = [score_video(r["path"], detector, model, config, 0.5) for r in rows]
     labels = np.array([r["label"] == "FAKE" for r in rows], dtype=int)

@@ -16,7 +16,6 @@ encodings. At the end ``RUN/manifest.parquet`` joins the manifest with the video
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ import pyarrow.compute as pc
 from deepfake_lib import batches, faces, storage, video
 from deepfake_lib.batches import TaskOptions
 from deepfake_lib.dataset import build_manifest
+from deepfake_lib.faults import NO_FAULTS, Faults
 from deepfake_lib.progress import format_seconds
 from deepfake_lib.storage import RunDir
 
@@ -88,9 +88,6 @@ class EncodeConfig:
     batch_size: int = 8
     overwrite: bool = False
     tasks: TaskOptions = TaskOptions()
-    # Fault injection for tests: the first task to start, if this file does not exist yet,
-    # creates it and kills its worker process after its first video.
-    crash_once_marker: str | None = None
 
 
 @dataclass
@@ -188,7 +185,8 @@ def encode_video(row: dict, detector: faces.FaceDetector, config: EncodeConfig
     return info_row, face_rows, error
 
 
-def encode_batch(name: str, rows: pa.Table, run: RunDir, config: EncodeConfig) -> dict:
+def encode_batch(name: str, rows: pa.Table, run: RunDir, config: EncodeConfig,
+                 faults: Faults = NO_FAULTS) -> dict:
     """Encode one batch and write its three files; returns small counts for progress."""
     detector = faces.get_detector(config.detector)
     infos, encodings, errors = [], [], []
@@ -197,9 +195,8 @@ def encode_batch(name: str, rows: pa.Table, run: RunDir, config: EncodeConfig) -
         infos.append(info_row)
         encodings += face_rows
         errors += [error] if error else []
-        if i == 0 and config.crash_once_marker and not os.path.exists(config.crash_once_marker):
-            open(config.crash_once_marker, "w").close()
-            os._exit(1)
+        if i == 0:
+            faults.crash_once()
     run.write_parquet(f"errors/{name}.parquet", pa.Table.from_pylist(errors, ERROR_SCHEMA))
     run.write_parquet(f"videos/{name}.parquet", pa.Table.from_pylist(infos, VIDEO_SCHEMA))
     run.write_parquet(f"encodings/{name}.parquet", pa.Table.from_pylist(encodings, ENCODING_SCHEMA))
@@ -242,11 +239,12 @@ def _summarise(run: RunDir, summary: EncodeSummary) -> EncodeSummary:
     return summary
 
 
-def run_encode(config: EncodeConfig) -> EncodeSummary:
+def run_encode(config: EncodeConfig, faults: Faults = NO_FAULTS) -> EncodeSummary:
     """Run the encode stage on the Ray cluster this process is connected to (or a local one).
 
     Raises ``ValueError`` only when nothing can be done (no input video) or the run directory
     was written by a different plan; every per-video problem becomes an error row.
+    ``faults`` is for tests: a worker dies after the first video of its first batch.
     """
     from deepfake_lib.runtime import init_ray  # noqa: PLC0415
 
@@ -263,7 +261,7 @@ def run_encode(config: EncodeConfig) -> EncodeSummary:
     done = batches.done_batches(run, "encodings", {n for n, _ in planned}, config.overwrite,
                                 FOLDERS)
     todo = [(name, rows) for name, rows in planned if name not in done]
-    batches.run_batches(encode_batch, todo, (run, config), config.tasks, "encode",
+    batches.run_batches(encode_batch, todo, (run, config, faults), config.tasks, "encode",
                         lambda name, rows, exc: _record_failed_batch(run, name, rows, exc))
 
     _write_manifest(run, manifest.table)

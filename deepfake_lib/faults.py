@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -19,12 +20,15 @@ class Faults:
     slow_videos: tuple[str, ...] = ()     # see maybe_slow
     slow_seconds: float = 3600.0
 
-    def crash_once(self) -> None:
+    def crash_once(self, before: Callable[[], object] | None = None) -> None:
         """End this process at once, as a killed worker ends, the first time any process
-        gets here: the marker file, created just before, says it happened."""
+        gets here: the marker file, created just before, says it happened. ``before`` runs
+        just before the end (e.g. to let Ray record what was reported)."""
         marker = self.crash_once_marker
         if marker and not os.path.exists(marker):
             open(marker, "w").close()
+            if before is not None:
+                before()
             os._exit(1)
 
     def maybe_slow(self, video_id: str) -> None:

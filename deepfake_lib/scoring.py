@@ -65,9 +65,6 @@ class ScoreConfig:
     grace_s: float = 4.0
     frames: int = 32                  # frames classified per video
     detect_every_s: float = 1.0
-    detector: str = "mtcnn_fast"      # see benchmarks/tracks.py
-    margin: float = 0.3               # as the prepare stage crops
-    crop_size: int = 256
     max_tracks: int = 4
     aggregation: str = "confident"
     clip: float = 0.01
@@ -150,11 +147,15 @@ def coarse_to_fine(n: int) -> list[int]:
 def score_video(path: str, face_detector: faces.FaceDetector, model, config: ScoreConfig,
                 fallback: float) -> dict:
     """Score one video within ``config.budget_s``; never raises (failures are statuses).
+    ``model`` (a :class:`deepfake_lib.model.Detector`) gets faces cut as it was trained on
+    them: at its ``config``'s crop margin and input size (``face_detector`` should be the
+    detector its config names).
 
     Besides the :data:`SCORE_SCHEMA` fields, the row holds ``track_probs`` (the per-track
     frame probabilities that were aggregated), which is not written out."""
     start = time.perf_counter()
     deadline = start + config.budget_s
+    seen = model.config
     row = {"status": "error", "prob": fallback, "message": "", "n_faces": 0, "n_tracks": 0,
            "n_frames": 0, "decode_s": 0.0, "locate_s": 0.0, "classify_s": 0.0}
     try:
@@ -181,8 +182,8 @@ def score_video(path: str, face_detector: faces.FaceDetector, model, config: Sco
             for index in order[begin:begin + 8]:
                 present = sorted(tracks.boxes_at(index), key=lambda tb: tb[1][0] - tb[1][2])
                 for track_id, box in present[: config.max_tracks]:
-                    crops.append(faces.crop_face_with_box(decoded[index], box, config.margin,
-                                                          config.crop_size)[0])
+                    crops.append(faces.crop_face_with_box(decoded[index], box, seen.crop_margin,
+                                                          seen.image_size)[0])
                     owners.append(track_id)
             classified += len(order[begin:begin + 8])
             if crops:
@@ -220,7 +221,8 @@ class VideoScorer:
         device = "cuda" if config.gpus_per_actor > 0 else "cpu"
         self.config, self.fallback, self.faults = config, fallback, faults
         self.model = load_detector(model_dir, device=device)
-        self.faces = faces.get_detector(config.detector, device)
+        # the faces the model was trained on: its detector, crop margin and size
+        self.faces = faces.get_detector(self.model.config.face_detector, device)
 
     def ready(self) -> bool:
         return True

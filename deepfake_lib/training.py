@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from deepfake_lib import metrics, storage, training_data
+from deepfake_lib.faults import NO_FAULTS, Faults
 from deepfake_lib.model import ModelConfig, build_model, to_batch
 from deepfake_lib.progress import Progress
 from deepfake_lib.storage import RunDir
@@ -50,10 +51,6 @@ class TrainConfig:
     max_failures: int = 2
     seed: int = 0
     overwrite: bool = False          # start afresh instead of resuming RUN/train_runs
-    # Fault injection for tests: in the first step after its first checkpoint (once Ray has
-    # recorded it), the last worker creates this file (if it does not exist yet) and kills its
-    # own process.
-    crash_once_marker: str | None = None
 
 
 @dataclass
@@ -127,6 +124,7 @@ def train_loop(loop_config: dict) -> None:
     import segmentation_models_pytorch as smp  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
+    faults = loop_config["faults"]
     raw = dict(loop_config["config"])
     config = TrainConfig(**{**raw, "model": ModelConfig.from_json(json.dumps(raw["model"])),
                             "val_data": tuple(raw["val_data"])})
@@ -181,11 +179,8 @@ def train_loop(loop_config: dict) -> None:
             crops = training_data.load_crops(run, index, train[positions])
             chunk_labels = labels[train[positions]]
             for start in range(0, len(part), config.batch_size):
-                if (config.crash_once_marker and epoch > 0 and rank == world - 1
-                        and not os.path.exists(config.crash_once_marker)):
-                    open(config.crash_once_marker, "w").close()
-                    ray.train.get_all_reported_checkpoints()  # Ray has recorded epoch 0's
-                    os._exit(1)
+                if epoch > 0 and rank == world - 1:  # mid-epoch, once Ray recorded epoch 0's
+                    faults.crash_once(before=ray.train.get_all_reported_checkpoints)
                 batch = [(int(k), int(mode)) for k, mode in
                          zip(local[start:start + config.batch_size],
                              part[start:start + config.batch_size, 1])]
@@ -249,19 +244,22 @@ def check_config(config: TrainConfig) -> ModelConfig:
     return config.model
 
 
-def run_train(config: TrainConfig) -> TrainSummary:
+def run_train(config: TrainConfig, faults: Faults = NO_FAULTS) -> TrainSummary:
     """Train with Ray Train and write ``RUN/model/``. A rerun with the same model resumes from
     the latest checkpoint in ``RUN/train_runs``. Raises ValueError (or FileNotFoundError,
-    RuntimeError) for bad settings before any worker starts."""
+    RuntimeError) for bad settings before any worker starts. ``faults`` is for tests: the
+    last worker dies in the first step after Ray recorded the first checkpoint."""
     from ray.train import (CheckpointConfig, FailureConfig, RunConfig,  # noqa: PLC0415
                            ScalingConfig, TrainingFailedError)
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
-    from deepfake_lib.runtime import init_ray  # noqa: PLC0415
+    from deepfake_lib.runtime import check_resources, init_ray  # noqa: PLC0415
 
     start = time.monotonic()
     run = RunDir(config.out)  # absolute: workers do not share the driver's working directory
     model_config = check_config(config)
+    init_ray()
+    check_resources("train", config.cpus_per_worker, float(config.use_gpu), config.workers)
     config = replace(config, model=model_config, out=run.location)
     if config.overwrite:
         run.delete("train_runs")
@@ -272,11 +270,10 @@ def run_train(config: TrainConfig) -> TrainSummary:
             raise ValueError(f"{run.uri('train_runs')} holds a run of another model ({earlier}); "
                              "it would resume from it. Use --overwrite or a new --out.")
     run.write_bytes("train_runs/model_config.json", model_config.to_json().encode())
-    init_ray()
     fs, path = storage.resolve(run.uri("train_runs"))
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"config": asdict(config)},
+        train_loop_config={"config": asdict(config), "faults": faults},
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu,
                                      resources_per_worker={"CPU": config.cpus_per_worker,
                                                            "GPU": float(config.use_gpu)}),

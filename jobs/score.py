@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepfake_lib.faces import DETECTORS
 from deepfake_lib.runtime import run_job
 from deepfake_lib.scoring import AGGREGATIONS, ScoreConfig, run_score
 
@@ -23,8 +22,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
     p.add_argument("--grace-s", type=float, default=4.0, help="after budget + grace a worker is replaced")
     p.add_argument("--frames", type=int, default=32, help="frames classified per video")
     p.add_argument("--detect-every-s", type=float, default=1.0)
-    p.add_argument("--detector", default="mtcnn_fast", choices=DETECTORS,
-                   help="face detector for the tracks (mtcnn: slower, finds smaller faces)")
     p.add_argument("--aggregation", default="confident", choices=AGGREGATIONS)
     p.add_argument("--clip", type=float, default=0.01, help="probabilities clipped to [clip, 1-clip]")
     p.add_argument("--fallback", type=float, default=0.5,
@@ -41,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
     a = p.parse_args(argv)
     config = ScoreConfig(data=tuple(a.data), out=a.out, model=a.model, budget_s=a.budget_s,
                          grace_s=a.grace_s, frames=a.frames, detect_every_s=a.detect_every_s,
-                         detector=a.detector, aggregation=a.aggregation, clip=a.clip,
+                         aggregation=a.aggregation, clip=a.clip,
                          fallback=a.fallback, actors=a.actors, cpus_per_actor=a.cpus_per_actor,
                          gpus_per_actor=a.gpus_per_actor, start_timeout_s=a.start_timeout_s,
                          batch_size=a.batch_size,

@@ -8,6 +8,7 @@ from deepfake_lib import faces
 from deepfake_lib.dataset import build_manifest
 from deepfake_lib.encode import (ENCODING_SCHEMA, ERROR_SCHEMA, EncodeConfig, encode_video,
                                  plan_batches, run_encode)
+from deepfake_lib.faults import Faults
 from deepfake_lib.video import probe, read_frames
 
 pytestmark = pytest.mark.ray
@@ -87,8 +88,8 @@ def test_rerun_writes_nothing_and_crashed_task_leaves_no_duplicates(ray_session,
     marker = tmp_path / "crashed"
     out = tmp_path / "run"
     config = EncodeConfig(data=(str(shared_data / "videos" / "ffpp"),), out=str(out),
-                          batch_size=2, crash_once_marker=str(marker))
-    first = run_encode(config)
+                          batch_size=2)
+    first = run_encode(config, Faults(crash_once_marker=str(marker)))
     assert marker.exists()  # a worker really died mid-batch, and its task was retried
     assert first.videos == 3 and first.encoded == 3
     ids = pq.read_table(out / "encodings").column("video_id").to_pylist()

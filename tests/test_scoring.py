@@ -4,6 +4,7 @@ import json
 import threading
 import time
 
+import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -92,9 +93,10 @@ def test_a_stuck_video_times_out_and_the_others_score(tiny_model, shared_data, t
 @pytest.mark.ray
 def test_an_answer_cut_short_by_the_budget_is_partial_not_a_timeout(tiny_model, shared_data):
     config = ScoreConfig(data=(), out="", frames=32, budget_s=0.0)
+    model = load_detector(str(tiny_model), device="cpu")
     row = score_video(str(shared_data / "videos" / "ffpp" / "004.mp4"),
-                      faces.get_detector(config.detector, "cpu"),
-                      load_detector(str(tiny_model), device="cpu"), config, fallback=0.5)
+                      faces.get_detector(model.config.face_detector, "cpu"), model, config,
+                      fallback=0.5)
     # the first 8 frames (spread over the video) are always classified, then the budget stops it
     assert row["status"] == "partial" and row["n_frames"] == 8 and row["n_faces"] >= 8
     assert "8 of 32 frames" in row["message"]
@@ -220,3 +222,37 @@ def test_log_loss_matches_scikit_learn():
     y = np.array([0, 1, 1, 0, 1])
     p = np.array([0.1, 0.8, 0.6, 0.4, 0.999])
     assert metrics.log_loss(y, p) == pytest.approx(sk_log_loss(y, p))
+
+
+class _Recorder:
+    """A stand-in model that keeps the crops it is given (and calls them real)."""
+
+    def __init__(self, config):
+        self.config, self.crops = config, []
+
+    def predict(self, crops):
+        self.crops += crops
+        return np.full(len(crops), 0.25, np.float32)
+
+
+@pytest.mark.ray
+def test_score_cuts_faces_as_the_saved_model_was_trained_on_them(tiny_model, shared_data):
+    from deepfake_lib.model import ModelConfig
+
+    saved = ModelConfig.from_json((tiny_model / "config.json").read_text())
+    path = str(shared_data / "videos" / "ffpp" / "004.mp4")
+    config = ScoreConfig(data=(), out="", frames=4)
+    detector = faces.get_detector(saved.face_detector, "cpu")
+    seen = {}
+    for margin in (0.0, 0.5):
+        model = _Recorder(dataclasses.replace(saved, crop_margin=margin, image_size=48))
+        assert score_video(path, detector, model, config, 0.5)["status"] == "ok"
+        seen[margin] = model.crops
+        assert {c.shape for c in model.crops} == {(48, 48, 3)}
+    # the same faces, framed at the saved margins: the face box fills a crop at margin 0 and
+    # the middle half of one at margin 0.5
+    assert len(seen[0.0]) == len(seen[0.5]) >= 4
+    def gap(a, b):
+        return np.mean([np.abs(x.astype(int) - y).mean() for x, y in zip(a, b)])
+    middle = [cv2.resize(c[12:36, 12:36], (48, 48)) for c in seen[0.5]]
+    assert gap(middle, seen[0.0]) < 0.5 * gap(seen[0.5], seen[0.0])

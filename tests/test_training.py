@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
+from deepfake_lib.faults import Faults
 from deepfake_lib.model import ModelConfig, load_detector
 from deepfake_lib.training import TrainConfig, learning_rate, run_train
 
@@ -48,8 +49,8 @@ def test_two_workers_learn_checkpoint_and_give_a_usable_detector(ffpp_crops, tmp
 def test_a_killed_worker_resumes_from_the_last_checkpoint(ffpp_crops, tmp_path):
     out = _copy_crops(ffpp_crops, tmp_path)
     marker = tmp_path / "killed"
-    run_train(TrainConfig(out=str(out), model=TINY, workers=2, epochs=2, batch_size=8,
-                          crash_once_marker=str(marker)))
+    run_train(TrainConfig(out=str(out), model=TINY, workers=2, epochs=2, batch_size=8),
+              Faults(crash_once_marker=str(marker)))
     assert marker.exists()  # a worker died after the first epoch's checkpoint
     history = json.loads((out / "model" / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]
@@ -72,6 +73,13 @@ def test_bad_flags_fail_before_any_worker_starts(ffpp_crops, tmp_path, capsys):
     (tmp_path / "notes.pth").write_text("these are notes, not weights\n")
     assert main(["--out", str(out), "--encoder-weights", str(tmp_path / "notes.pth")]) == 1
     assert "notes.pth is not a readable weights file" in capsys.readouterr().err
+    # workers that no node can hold are refused at once, not waited for
+    assert main(["--out", str(out), "--encoder", "resnet18", "--encoder-weights", "none",
+                 "--use-gpu", "--workers", "2"]) == 1
+    assert "2 x (1 CPU, 1 GPU)" in capsys.readouterr().err
+    assert main(["--out", str(out), "--encoder", "resnet18", "--encoder-weights", "none",
+                 "--cpus-per-worker", "64"]) == 1
+    assert "64 CPU" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["--out", str(tmp_path / "empty"), "--encoder-weights", "none"]) == 1
     assert "run jobs/prepare.py first" in capsys.readouterr().err
