@@ -97,6 +97,7 @@ class PrepareSummary:
     units: int = 0
     crops: dict[str, int] = field(default_factory=dict)
     splits: dict[str, int] = field(default_factory=dict)
+    split_by: dict[str, int] = field(default_factory=dict)  # units split by person or by video
     errors: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     batches_skipped: int = 0
@@ -106,9 +107,14 @@ class PrepareSummary:
         crops = ", ".join(f"{n} {k}" for k, n in sorted(self.crops.items())) or "none"
         splits = ", ".join(f"{n} {k}" for k, n in sorted(self.splits.items())) or "none"
         errors = ", ".join(f"{n} {k}" for k, n in sorted(self.errors.items())) or "none"
-        return (f"prepare: {self.units} videos/pairs; crops: {crops}; split: {splits}; "
+        text = (f"prepare: {self.units} videos/pairs; crops: {crops}; split: {splits}; "
                 f"errors: {errors}; {self.batches} batches ({self.batches_skipped} already done); "
                 f"{format_seconds(self.seconds)}; output in {self.out}")
+        if self.split_by.get("video"):
+            text += (f"\nprepare: {self.split_by['video']} videos/pairs have no identity cluster and "
+                     "were split by original video, but one person can appear in several "
+                     "originals: run jobs/encode.py and jobs/cluster.py first to split by person")
+        return text
 
 
 def assign_splits(groups: list[str], val_fraction: float) -> dict[str, str]:
@@ -131,9 +137,16 @@ def make_plan(run: RunDir, config: PrepareConfig) -> tuple[pa.Table, list[dict]]
                 if r["exists"]}
     if run.exists("subset.parquet"):
         chosen = {r["video_id"]: r for r in run.read_parquet("subset.parquet").to_pylist()}
+        cluster_of = {v: (r["cluster"] if r["cluster"] is not None else -1)
+                      for v, r in chosen.items()}
     else:
-        chosen = {v: {"cluster": -1} for v in manifest}
-    cluster_of = {v: (r["cluster"] if r["cluster"] is not None else -1) for v, r in chosen.items()}
+        chosen = dict.fromkeys(manifest)
+        cluster_of = {}
+        if run.exists("clusters.parquet"):  # DFDC actors recur across originals: split by person
+            from deepfake_lib.identities import video_clusters  # noqa: PLC0415
+
+            clusters = run.read_parquet("clusters.parquet", ["video_id", "face_index", "cluster"])
+            cluster_of = video_clusters(clusters, clusters.column("cluster").to_numpy())
     units, errors = [], []
     for vid in sorted(chosen):
         row = manifest.get(vid)
@@ -298,6 +311,8 @@ def run_prepare(config: PrepareConfig) -> PrepareSummary:
         out=run.location, units=plan.num_rows,
         crops=dict(Counter(crops.column("kind").to_pylist())),
         splits=dict(Counter(crops.column("split").to_pylist())), errors=dict(Counter(errors)),
+        split_by=dict(Counter("person" if c >= 0 else "video" for c, k in zip(
+            plan.column("cluster").to_pylist(), plan.column("kind").to_pylist()) if k != "photo")),
         batches=len(planned), batches_skipped=len(done), seconds=time.monotonic() - start)
     run.write_json("prepare.json", {"config": asdict(config), "summary": asdict(summary)})
     return summary

@@ -94,6 +94,34 @@ def test_photos_are_real_faces_for_training_only(ray_session, shared_data, tmp_p
     assert all(len(r["landmarks"]) == 144 and r["label"] == 0 for r in rows)
 
 
+def test_without_a_subset_the_split_follows_the_identity_clusters(ffpp_crops, tmp_path):
+    import pyarrow as pa
+
+    from deepfake_lib.identities import CLUSTER_SCHEMA
+    from deepfake_lib.prepare import make_plan
+    from deepfake_lib.storage import RunDir
+
+    config, first = ffpp_crops
+    assert first.split_by == {"video": 6} and "split by original video" in first.text()
+    run = RunDir(str(tmp_path / "run"))
+    plan, _ = make_plan(run, config)
+    split = dict(zip(plan.column("video_id").to_pylist(), plan.column("split").to_pylist()))
+    # two originals that the per-video split puts apart are one person in the clusters
+    apart = next((a, b) for a in ("004.mp4", "519.mp4", "634.mp4")
+                 for b in ("004.mp4", "519.mp4", "634.mp4") if split[a] != split[b])
+    rows = [{"video_id": v, "frame_index": 0, "face_index": 0, "cluster": 7 if v in apart else 3,
+             "pca_x": 0.0, "pca_y": 0.0, "tsne_x": 0.0, "tsne_y": 0.0}
+            for v in ("004.mp4", "519.mp4", "634.mp4")]
+    run.write_parquet("clusters.parquet", pa.Table.from_pylist(rows, CLUSTER_SCHEMA))
+    plan, _ = make_plan(run, config)
+    split = dict(zip(plan.column("video_id").to_pylist(), plan.column("split").to_pylist()))
+    cluster = dict(zip(plan.column("video_id").to_pylist(), plan.column("cluster").to_pylist()))
+    a, b = apart
+    assert split[a] == split[b] and cluster[a] == cluster[b] == 7
+    for fake in ("004_982.mp4", "519_515.mp4", "634_660.mp4"):  # a fake goes with its original
+        assert split[fake] == split[fake.split("_")[0] + ".mp4"]
+
+
 def test_splits_keep_groups_whole_and_have_both_sides():
     split = assign_splits([f"cluster:{i}" for i in range(50)] * 2, 0.2)
     assert set(split.values()) == {"train", "val"}
