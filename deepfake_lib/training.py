@@ -36,7 +36,7 @@ from deepfake_lib.training_data import ValidationSet
 @dataclass(frozen=True)
 class TrainConfig:
     out: str
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = field(default_factory=ModelConfig)
     workers: int = 2
     cpus_per_worker: float = 1.0     # each worker's torch threads follow it
     use_gpu: bool = False

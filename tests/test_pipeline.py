@@ -24,8 +24,8 @@ def test_whole_pipeline_with_data_and_run_directory_on_s3(ray_session, sample_di
     on loopback), through Ray tasks, actors and Train workers."""
     _upload(sample_dir, "data", "sample")
     out = "s3://runs/pipeline"
-    run_pipeline(PipelineConfig(out=out, data=("s3://data/sample",), encoder="resnet18",
-                                image_size=64, epochs=1), log=lambda _: None)
+    run_pipeline(PipelineConfig(out=out, data=("s3://data/sample",), image_size=64, epochs=1),
+                 log=lambda _: None)
     run = RunDir(out)
     for stage in ("encode", "cluster", "prepare", "train", "score"):
         assert run.exists(f"{stage}.json"), stage
@@ -44,8 +44,8 @@ def test_whole_pipeline_with_data_and_run_directory_on_s3(ray_session, sample_di
     assert board["statuses"] == {"ok": len(held_out)}
 
     messages = []
-    run_pipeline(PipelineConfig(out=out, data=("s3://data/sample",), encoder="resnet18",
-                                image_size=64, epochs=1), log=messages.append)
+    run_pipeline(PipelineConfig(out=out, data=("s3://data/sample",), image_size=64, epochs=1),
+                 log=messages.append)
     assert sum("already done" in m for m in messages) == 5  # a second run skips every stage
 
 
