@@ -260,7 +260,8 @@ def main() -> None:
     model = train_reference(a.out, SHARED, a.epochs, a.image_size) if a.out else a.model
     trained = time.perf_counter()
     run_evaluation(model, a.mesonet, SHARED)
-    print(f"\ntraining took {trained - start:.0f} s, evaluation {time.perf_counter() - trained:.0f} s")
+    print(f"\ntraining took {trained - start:.0f} s, "
+          f"evaluation {time.perf_counter() - trained:.0f} s")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 

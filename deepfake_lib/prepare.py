@@ -111,8 +111,8 @@ class PrepareSummary:
                 f"errors: {errors}; {self.batches} batches ({self.batches_skipped} already done); "
                 f"{format_seconds(self.seconds)}; output in {self.out}")
         if self.split_by.get("video"):
-            text += (f"\nprepare: {self.split_by['video']} videos/pairs have no identity cluster and "
-                     "were split by original video, but one person can appear in several "
+            text += (f"\nprepare: {self.split_by['video']} videos/pairs have no identity cluster "
+                     "and were split by original video, but one person can appear in several "
                      "originals: run jobs/encode.py and jobs/cluster.py first to split by person")
         return text
 

@@ -279,7 +279,8 @@ def run_train(config: TrainConfig, faults: Faults = NO_FAULTS) -> TrainSummary:
                                                            "GPU": float(config.use_gpu)}),
         run_config=RunConfig(
             name="train", storage_path=path, storage_filesystem=fs,
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="selection_loss",
+            checkpoint_config=CheckpointConfig(num_to_keep=2,
+                                               checkpoint_score_attribute="selection_loss",
                                                checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=config.max_failures)),
     )

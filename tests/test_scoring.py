@@ -2,7 +2,6 @@ import csv
 import dataclasses
 import json
 import threading
-import time
 
 import cv2
 import numpy as np
