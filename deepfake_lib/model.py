@@ -21,6 +21,7 @@ import numpy as np
 
 from deepfake_lib import storage
 
+
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "Unet"
