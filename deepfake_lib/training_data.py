@@ -34,11 +34,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deepfake_lib import blend, faces
+from deepfake_lib.dataset import IMAGE_EXTENSIONS
 from deepfake_lib.storage import RunDir
 
 INDEX_COLUMNS = ["sample_id", "video_id", "original_id", "label", "split", "kind", "cluster"]
 CHUNK = 1024
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 REAL, BLEND, PAIR = 0, 1, 2  # item modes
 
 
@@ -229,7 +229,7 @@ def labelled_folder(folder: str, size: int) -> ValidationSet:
     images, labels, names = [], [], []
     root = RunDir(folder)
     for label, sub in ((0, "real"), (1, "fake")):
-        for name in sorted(n for n in root.list(sub) if n.lower().endswith(IMAGE_SUFFIXES)):
+        for name in sorted(n for n in root.list(sub) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS):
             image = faces.decode_image(root.read_bytes(f"{sub}/{name}"))
             shrink = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
             images.append(cv2.resize(image, (size, size), interpolation=shrink))
