@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED, peak_rss_mb, print_table, run_child  # noqa: E402
 
 from deepfake_lib import faces  # noqa: E402
-from deepfake_lib.clustering import (METHODS, ClusterParams, adjusted_rand,  # noqa: E402
-                                     cluster_encodings, synthetic_encodings)
+from deepfake_lib.cluster_methods import (METHODS, ClusterParams, adjusted_rand,  # noqa: E402
+                                          cluster_encodings, synthetic_encodings)
 from deepfake_lib.dataset import MANIFEST_SCHEMA  # noqa: E402
 from deepfake_lib.encode import ENCODING_SCHEMA  # noqa: E402
-from deepfake_lib.identities import ClusterConfig, load_encodings, run_cluster  # noqa: E402
+from deepfake_lib.clustering import ClusterConfig, load_encodings, run_cluster  # noqa: E402
 from deepfake_lib.storage import RunDir  # noqa: E402
 
 

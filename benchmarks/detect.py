@@ -7,7 +7,7 @@ same labelled face crops: AUC, log loss and seconds per crop, measured in one ru
 With ``--out``, the reference detector is first trained from scratch (:func:`train_reference`):
 real faces of ``../shared/data/faces/real_photos`` and ``videos/clips`` with pseudo-fakes
 made every epoch, the best epoch and the temperature chosen on ``dfdc_dev``. ``DIR/model``
-loads with ``load_detector``. The dfdc_dev figures are therefore of the validation set the
+loads with ``load_model``. The dfdc_dev figures are therefore of the validation set the
 model was selected and calibrated on; the shared videos were never seen.
 
 Crop sets (labels: 1 = fake):
@@ -115,7 +115,7 @@ def labelled_videos(shared: Path) -> list[tuple[Path, int]]:
 
 def shared_video_crops(shared: Path, margin: float, size: int) -> CropSet:
     """Face crops of the labelled shared videos, grouped by ``folder/video name``."""
-    detector = faces.get_detector("mtcnn")
+    detector = faces.get_face_detector("mtcnn")
     crops, labels, groups = [], [], []
     for path, label in labelled_videos(shared):
         found = video_crops(path, detector, margin, size)
@@ -200,9 +200,9 @@ def mesonet_predictors(mesonet_dir: Path) -> dict[str, Predict]:
 
 
 def model_predictor(model_dir: str) -> Predict:
-    from deepfake_lib.model import load_detector  # noqa: PLC0415
+    from deepfake_lib.model import load_model  # noqa: PLC0415
 
-    return load_detector(model_dir).predict
+    return load_model(model_dir).predict
 
 
 def table(results: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], list[list]]:
@@ -252,7 +252,7 @@ def main() -> None:
                    help="train the reference detector into this run directory first")
     p.add_argument("--epochs", type=int, default=4, help="with --out")
     p.add_argument("--image-size", type=int, default=160, help="with --out: network input, px")
-    p.add_argument("--model", help="a trained model directory (as load_detector reads)")
+    p.add_argument("--model", help="a trained model directory (as load_model reads)")
     p.add_argument("--mesonet", type=Path, default=SHARED.parent / "models" / "mesonet",
                    help="folder of the MesoNet .h5 weights (default: %(default)s)")
     a = p.parse_args()

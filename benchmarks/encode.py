@@ -32,7 +32,7 @@ from deepfake_lib.encode import EncodeConfig, encode_video  # noqa: E402
 
 def recall_and_speed(baseline_videos: int) -> None:
     rows = build_manifest(str(SHARED / "videos")).table.to_pylist()
-    ours_detector = faces.get_detector("auto")
+    ours_detector = faces.get_face_detector("auto")
     seed_detector = faces.DlibDetector("cnn", max_side=960)
     ours_config, seed_config = EncodeConfig((), ""), EncodeConfig((), "", tries=1, num_jitters=10)
     table, results = [], {"ours": [], "seed": []}

@@ -402,7 +402,7 @@ def ffpp_proxy(detector: faces.FaceDetector) -> list[float]:
 def main() -> None:
     start = time.perf_counter()
     rng = np.random.default_rng(0)
-    detector = faces.make_detector("mtcnn")
+    detector = faces.make_face_detector("mtcnn")
     clips = (sample_clips(detector, rng) + photo_clips(detector, rng)
              + self_blend_clips(detector, rng))
     cases = [case for clip in clips for case in cases_of(clip)]

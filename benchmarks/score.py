@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED, print_table, run_child  # noqa: E402
 
 from deepfake_lib import faces, video  # noqa: E402
-from deepfake_lib.model import ModelConfig, build_model, load_detector  # noqa: E402
+from deepfake_lib.model import ModelConfig, build_model, load_model  # noqa: E402
 from deepfake_lib.scoring import ScoreConfig, aggregate, score_video  # noqa: E402
 
 DFDC = [SHARED / "videos" / "dfdc" / n for n in ("lynaeydofd.mp4", "brtujopkby.mp4")]
@@ -63,8 +63,8 @@ def detector_on_every_frame(path: str, detector, model, config: ScoreConfig) -> 
 
 def per_video(model_dir: str, repeats: int) -> None:
     config = ScoreConfig(data=(), out="")
-    model = load_detector(model_dir, device="cpu")
-    detector = faces.make_detector(model.config.face_detector)
+    model = load_model(model_dir, device="cpu")
+    detector = faces.make_face_detector(model.config.face_detector)
     rows = []
     for path in DFDC:
         ours = min((score_video(str(path), detector, model, config, 0.5) for _ in range(repeats)),
@@ -94,8 +94,8 @@ def aggregations(model_dir: str) -> None:
     from deepfake_lib.scoring import AGGREGATIONS
 
     config = ScoreConfig(data=(), out="")
-    model = load_detector(model_dir, device="cpu")
-    detector = faces.make_detector(model.config.face_detector)
+    model = load_model(model_dir, device="cpu")
+    detector = faces.make_face_detector(model.config.face_detector)
     rows = [r for r in build_manifest(str(SHARED / "videos")).table.to_pylist() if r["label"]]
     scored = [score_video(r["path"], detector, model, config, 0.5) for r in rows]
     labels = np.array([r["label"] == "FAKE" for r in rows], dtype=int)

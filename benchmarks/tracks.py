@@ -80,7 +80,7 @@ def main() -> None:
                    help="the score stage's default (the prepare stage uses mtcnn)")
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
-    detector = faces.make_detector(a.detector)
+    detector = faces.make_face_detector(a.detector)
     quality(detector)
     speed(detector, a.repeats)
 

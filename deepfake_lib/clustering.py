@@ -1,214 +1,238 @@
-"""Finding the unique people among face encodings, and choosing the smaller data set.
+"""The cluster stage: the unique people in a run's encodings, the smaller data set, figures.
 
-Methods (``method=``), all on the 128-d face_recognition encodings:
+Reads ``RUN/encodings/`` (and ``RUN/manifest.parquet`` for the fake-to-original links) and
+writes::
 
-- ``auto`` (the default): ``tsne_dbscan``, or below 50 faces (where t-SNE says little)
-  HDBSCAN on the encodings themselves. Chosen on the one set of real labelled faces here,
-  the soccer photos (ARI 0.98, ``benchmarks/cluster.py``); on 21,000 and 120,000 encodings
-  from :func:`synthetic_encodings` it scores ARI 0.997, but that generator is this module's
-  own and no independent test of the choice.
-- ``tsne_dbscan``: the seed's pipeline with eps from the data: PCA to 50 dimensions, a 2-D
-  t-SNE (openTSNE, perplexity ``min(15, (n - 1) / 3)``, 125 + 250 iterations), then DBSCAN
-  with eps at the knee of the k-distance curve and ``min_samples = max(clip(n // 20, 2, 5),
-  n // 3000)``: a fixed min_samples fails at one end (at 120,000 faces 5 merges people, ARI
-  0.88; at 960 faces 10 finds nobody), scaled with the data it keeps ARI >= 0.99.
-- ``tsne_hdbscan``: the same embedding, HDBSCAN (no eps; collapsed to ARI 0.31 on a set with
-  20% strays).
-- ``dbscan``: DBSCAN on the raw encodings, eps from the k-distance knee (ARI 0.91 on soccer).
-- ``hdbscan``: HDBSCAN on the raw encodings (ARI 0.94 on soccer).
-- ``seed``: the seed's fixed pipeline, PCA 50, scikit-learn's 3-D t-SNE (perplexity 50), then
-  DBSCAN(eps=1, min_samples=5). Kept for comparison: its eps does not transfer.
+    RUN/clusters.parquet   one row per face: video_id, frame_index, face_index, cluster (-1 =
+                           noise), pca_x, pca_y, tsne_x, tsne_y
+    RUN/subset.parquet     the chosen real videos (a few per cluster) and every fake made from
+                           them: video_id, part, label, original, cluster
+    RUN/figures/           frames.png, pca_faces.png, tsne_faces.png, clusters.png,
+                           clusters/cluster_<id>.png (one montage per person)
+    RUN/cluster.json       parameters used and the summary
 
-Labels are integers, ``-1`` for noise, clusters numbered by decreasing size; the cluster
-stage turns them into ids derived from each cluster's members (:func:`content_ids`).
+A cluster's id comes from its members (:func:`cluster_methods.content_ids` of the smallest
+``video_id:frame_index:face_index``), so a rerun on more data keeps each person's id unless
+their first member changes. A video belongs to the cluster of its largest face
+(``face_index`` 0). Runs in one process:
+the encodings of 120,000 faces take about 60 MB; thumbnails are read file by file, and only
+those drawn.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-METHODS = ("auto", "tsne_hdbscan", "tsne_dbscan", "dbscan", "hdbscan", "seed")
-MIN_FACES = 3
-SMALL_N = 50  # below this many faces, cluster the encodings directly
+from deepfake_lib import faces, figures, storage, video
+from deepfake_lib.cluster_methods import ClusterParams, Clustering, cluster_encodings, content_ids
+from deepfake_lib.progress import format_seconds
+from deepfake_lib.storage import RunDir
+
+CLUSTER_SCHEMA = pa.schema([
+    ("video_id", pa.string()), ("frame_index", pa.int32()), ("face_index", pa.int16()),
+    ("cluster", pa.int32()), ("pca_x", pa.float32()), ("pca_y", pa.float32()),
+    ("tsne_x", pa.float32()), ("tsne_y", pa.float32()),
+])
+
+SUBSET_SCHEMA = pa.schema([
+    ("video_id", pa.string()), ("part", pa.string()), ("label", pa.string()),
+    ("original", pa.string()), ("cluster", pa.int32()),
+])
+
+FACE_COLUMNS = ["video_id", "part", "label", "original", "frame_index", "face_index", "encoding"]
 
 
 @dataclass(frozen=True)
-class ClusterParams:
-    method: str = "auto"
-    pca_components: int = 50
-    perplexity: float | None = None        # None: min(15, (n - 1) / 3)
-    min_cluster_size: int | None = None    # HDBSCAN; None: max(clip(n // 20, 2, 5), n // 3000)
-    eps: float | None = None               # DBSCAN; None: knee of the k-distance curve
-    min_samples: int | None = None         # DBSCAN; None: min_cluster_size
-    seed: int = 0
+class ClusterConfig:
+    out: str
+    params: ClusterParams = ClusterParams()
+    per_cluster: int = 3           # real videos chosen per person
+    include_noise: bool = False    # also keep real videos whose face is noise
+    figures: bool = True
+    montage_max: int = 100         # faces per cluster montage (10 x 10)
+    scatter_max: int = 1500        # thumbnails on the PCA and t-SNE canvases
 
 
 @dataclass
-class Clustering:
-    labels: np.ndarray          # (n,) int, -1 = noise
-    pca: np.ndarray             # (n, 2) first two principal components, for figures
-    tsne: np.ndarray            # (n, 2) t-SNE coordinates, for figures
-    used: dict = field(default_factory=dict)  # the parameters actually used
+class ClusterSummary:
+    out: str
+    faces: int = 0
+    clusters: int = 0
+    noise: int = 0
+    reals: int = 0
+    subset_reals: int = 0
+    subset_fakes: int = 0
+    clusters_covered: float = 0.0
+    params: dict = field(default_factory=dict)
+    seconds: float = 0.0
 
-    @property
-    def n_clusters(self) -> int:
-        return len(np.unique(self.labels[self.labels >= 0]))
-
-    @property
-    def n_noise(self) -> int:
-        return int((self.labels < 0).sum())
-
-
-def knee_eps(points: np.ndarray, k: int) -> float:
-    """DBSCAN's eps from the data: the knee of the sorted distances to each point's k-th
-    neighbour (the point farthest below the chord from the smallest to the largest)."""
-    from sklearn.neighbors import NearestNeighbors  # noqa: PLC0415
-
-    k = min(k, len(points) - 1)
-    dist = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)[0][:, k]
-    dist = np.sort(dist)
-    span = dist[-1] - dist[0]
-    if span <= 0:
-        return float(dist[0]) or 1e-6
-    chord = np.linspace(0.0, 1.0, len(dist)) - (dist - dist[0]) / span
-    return float(dist[int(np.argmax(chord))])
+    def text(self) -> str:
+        return (f"cluster: {self.faces} faces, {self.clusters} clusters, {self.noise} noise; "
+                f"subset: {self.subset_reals} of {self.reals} real videos and "
+                f"{self.subset_fakes} fakes, covering {self.clusters_covered:.0%} of clusters; "
+                f"{self.params.get('method')} in {format_seconds(self.seconds)}; "
+                f"output in {self.out}")
 
 
-def pca(x: np.ndarray, components: int, seed: int = 0) -> np.ndarray:
-    from sklearn.decomposition import PCA  # noqa: PLC0415
-
-    components = max(1, min(components, x.shape[0] - 1, x.shape[1]))
-    return PCA(components, random_state=seed).fit_transform(x)
-
-
-def tsne(x: np.ndarray, dims: int = 2, perplexity: float = 15.0, seed: int = 0,
-         iterations: tuple[int, int] = (125, 250)) -> np.ndarray:
-    """openTSNE embedding (FFT gradients in 2-D, Barnes-Hut in 3-D); ``iterations`` are the
-    early-exaggeration and the main phase. Needs at least 4 points."""
-    import openTSNE  # noqa: PLC0415
-
-    perplexity = max(1.0, min(perplexity, (len(x) - 1) / 3))
-    method = "fft" if dims <= 2 else "bh"
-    embedding = openTSNE.TSNE(
-        n_components=dims, perplexity=perplexity, random_state=seed, n_jobs=-1,
-        negative_gradient_method=method, early_exaggeration_iter=iterations[0],
-        n_iter=iterations[1], verbose=False).fit(np.ascontiguousarray(x, dtype=np.float64))
-    return np.asarray(embedding)
+def load_encodings(run: RunDir) -> tuple[pa.Table, np.ndarray]:
+    """Face rows (without thumbnails) and their encodings as an ``(n, 128)`` float32 array."""
+    if not run.list("encodings", ".parquet"):
+        raise ValueError(f"no encodings in {run.uri('encodings')}: run jobs/encode.py first")
+    table = run.read_parquet("encodings", columns=FACE_COLUMNS)
+    flat = pc.list_flatten(table.column("encoding")).to_numpy(zero_copy_only=False)
+    return table.drop_columns(["encoding"]), flat.astype(np.float32).reshape(-1, 128)
 
 
-def _hdbscan(points: np.ndarray, min_cluster_size: int) -> np.ndarray:
-    from sklearn.cluster import HDBSCAN  # noqa: PLC0415
-
-    return HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(points)
-
-
-def _dbscan(points: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
-    from sklearn.cluster import DBSCAN  # noqa: PLC0415
-
-    return DBSCAN(eps=eps, min_samples=min_samples).fit_predict(points)
+def video_clusters(meta: pa.Table, labels: np.ndarray) -> dict[str, int]:
+    """Each video's cluster: that of its largest face."""
+    ids = meta.column("video_id").to_pylist()
+    main = meta.column("face_index").to_numpy() == 0
+    return {ids[i]: int(labels[i]) for i in np.flatnonzero(main)}
 
 
-def relabel_by_size(labels: np.ndarray) -> np.ndarray:
-    """Renumber clusters 0, 1, ... by decreasing size (ties by first appearance); noise stays -1."""
-    out = np.full_like(labels, -1)
-    ids, first, counts = np.unique(labels[labels >= 0], return_index=True, return_counts=True)
-    order = sorted(range(len(ids)), key=lambda i: (-counts[i], first[i]))
-    for new, i in enumerate(order):
-        out[labels == ids[i]] = new
+def choose_subset(clusters_of: dict[str, int], manifest: pa.Table | None, per_cluster: int,
+                  include_noise: bool = False) -> pa.Table:
+    """Up to ``per_cluster`` real videos per cluster (those with the most fakes first, so the
+    subset keeps many training pairs) and every fake whose original is chosen."""
+    rows = manifest.to_pylist() if manifest is not None else []
+    info = {r["video_id"]: r for r in rows}
+    fakes_of: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["label"] == "FAKE" and r["original"]:
+            fakes_of[r["original"]].append(r)
+    by_cluster: dict[int, list[str]] = defaultdict(list)
+    for vid, cluster in clusters_of.items():
+        if info.get(vid, {}).get("label") == "FAKE":
+            continue  # with --all, fakes are encoded too; the subset picks originals
+        by_cluster[cluster].append(vid)
+    chosen = []
+    for cluster, vids in sorted(by_cluster.items()):
+        vids = sorted(vids, key=lambda v: (-len(fakes_of[v]), v))
+        if cluster >= 0:
+            vids = vids[:per_cluster]
+        elif not include_noise:
+            continue
+        for vid in vids:
+            meta = info.get(vid, {})
+            chosen.append({"video_id": vid, "part": meta.get("part"), "label": meta.get("label"),
+                           "original": None, "cluster": cluster})
+            chosen += [{"video_id": f["video_id"], "part": f["part"], "label": "FAKE",
+                        "original": vid, "cluster": cluster}
+                       for f in sorted(fakes_of[vid], key=lambda f: f["video_id"])]
+    return pa.Table.from_pylist(chosen, schema=SUBSET_SCHEMA)
+
+
+def _thumbs(run: RunDir, wanted: set[int]) -> dict[int, bytes]:
+    """JPEG thumbnails of the face rows ``wanted`` (global row numbers), one file at a time."""
+    out: dict[int, bytes] = {}
+    offset = 0
+    for name in run.list("encodings", ".parquet"):
+        table = run.read_parquet(f"encodings/{name}", columns=["thumb"])
+        hits = [i for i in range(offset, offset + table.num_rows) if i in wanted]
+        column = table.column("thumb")
+        out.update((i, column[i - offset].as_py()) for i in hits)
+        offset += table.num_rows
     return out
 
 
-def content_ids(labels: np.ndarray, keys: list[str]) -> np.ndarray:
-    """Cluster ids from content: each cluster's id is a hash, to 31 bits (an int32, never
-    -1), of its smallest member key; noise stays -1. So adding another person's faces leaves
-    every other cluster's id as it was; a cluster's id changes only when a member whose key
-    sorts first joins or leaves it. Two clusters hashing alike (about 1 pair in 4 billion)
-    are told apart by moving the later one's id up by one."""
-    labels = np.asarray(labels)
-    first: dict[int, str] = {}
-    for label, key in zip(labels.tolist(), keys):
-        if label >= 0 and (label not in first or key < first[label]):
-            first[label] = key
-    out = np.full(len(labels), -1, dtype=np.int64)
-    taken: set[int] = set()
-    for label, key in sorted(first.items(), key=lambda item: item[1]):
-        new = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
-        while new in taken:
-            new = (new + 1) & 0x7FFFFFFF
-        taken.add(new)
-        out[labels == label] = new
-    return out
-
-
-def cluster_encodings(encodings: np.ndarray, params: ClusterParams = ClusterParams()) -> Clustering:
-    """Cluster ``(n, 128)`` encodings into people. Raises ValueError for fewer than
-    :data:`MIN_FACES` faces or an unknown method."""
-    if params.method not in METHODS:
-        raise ValueError(f"unknown method {params.method!r}; choose one of {', '.join(METHODS)}")
-    x = np.asarray(encodings, dtype=np.float32)
-    n = len(x)
-    if n < MIN_FACES:
-        raise ValueError(f"{n} face(s): at least {MIN_FACES} are needed to find people")
-    method = params.method
-    if method == "auto":
-        method = "hdbscan" if n < SMALL_N else "tsne_dbscan"
-    # density grows with the data (more faces per person): 5 at DFDC's 20,000, 40 at 120,000
-    mcs = params.min_cluster_size or max(int(np.clip(n // 20, 2, 5)), n // 3000)
-    perplexity = params.perplexity or min(15.0, (n - 1) / 3)
-    reduced = pca(x, params.pca_components, params.seed)
-    used: dict = {"method": method, "faces": n}
-
-    if method == "seed":
-        from sklearn.manifold import TSNE  # noqa: PLC0415 - the seed's own t-SNE
-
-        seed_perplexity = min(params.perplexity or 50.0, (n - 1) / 3)
-        embedded = TSNE(n_components=3, perplexity=seed_perplexity, init="pca",
-                        random_state=params.seed).fit_transform(pca(x, 50, params.seed))
-        eps, ms = params.eps or 1.0, params.min_samples or 5
-        labels = _dbscan(embedded, eps, ms)
-        used.update(eps=eps, min_samples=ms, tsne_dims=3)
-    else:
-        embedded = tsne(reduced, 2, perplexity, params.seed) if n >= 4 else reduced[:, :2]
-        used.update(perplexity=perplexity, tsne_dims=2)
-        if method in ("hdbscan", "tsne_hdbscan"):
-            points = x if method == "hdbscan" or n < SMALL_N else embedded
-            labels = _hdbscan(points, mcs)
-            used.update(min_cluster_size=mcs, clustered="encodings" if points is x else "tsne")
-        else:
-            points = x if method == "dbscan" or n < SMALL_N else embedded
-            ms = params.min_samples or mcs
-            eps = params.eps or knee_eps(points, ms)
-            labels = _dbscan(points, eps, ms)
-            used.update(eps=eps, min_samples=ms, clustered="encodings" if points is x else "tsne")
-    pca2 = np.zeros((n, 2))
-    pca2[:, : min(2, reduced.shape[1])] = reduced[:, :2]
-    return Clustering(relabel_by_size(labels), pca2, embedded[:, :2], used)
-
-
-def adjusted_rand(truth: list, labels: np.ndarray) -> float:
-    """ARI against true identities, each noise face counted as a person of its own (noise is
-    not "one more person")."""
-    from sklearn.metrics import adjusted_rand_score  # noqa: PLC0415
-
-    labels = np.asarray(labels).copy()
-    noise = np.where(labels < 0)[0]
-    labels[noise] = labels.max(initial=-1) + 1 + np.arange(len(noise))
-    return float(adjusted_rand_score(truth, labels))
-
-
-def synthetic_encodings(n_people: int, per_person: int, noise_fraction: float = 0.05,
-                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """DFDC-like stand-in encodings: ``n_people`` centres about 0.9 apart (as different
-    people's encodings are), faces spread about 0.3 around them, plus a share of faces
-    belonging to nobody (label -1). Returns ``(encodings float32, identity labels)``."""
+def _frame_grid(manifest: pa.Table, n: int = 16, seed: int = 0) -> np.ndarray | None:
+    """A middle frame of up to ``n`` videos picked at random, side by side."""
+    rows = [r for r in manifest.to_pylist() if r["exists"]]
+    if not rows:
+        return None
     rng = np.random.default_rng(seed)
-    centres = rng.normal(0.0, 0.9 / np.sqrt(2 * 128), (n_people, 128))
-    labels = np.repeat(np.arange(n_people), per_person)
-    faces = centres[labels] + rng.normal(0.0, 0.3 / np.sqrt(128), (len(labels), 128))
-    n_noise = int(noise_fraction * len(labels))
-    strays = rng.normal(0.0, 0.9 / np.sqrt(2 * 128), (n_noise, 128))
-    x = np.vstack([faces, strays]).astype(np.float32)
-    return x, np.concatenate([labels, np.full(n_noise, -1)])
+    frames = []
+    for i in rng.permutation(len(rows))[: n * 2]:
+        try:
+            with storage.local_copy(rows[i]["path"]) as path:
+                info = video.probe(path)
+                mid = info.frame_count // 2
+                frames.append(video.read_frames(path, [mid])[mid])
+        except video.VideoError:
+            continue
+        if len(frames) == n:
+            break
+    cols = min(4, len(frames))
+    return figures.grid(frames, cols, (320, 180)) if frames else None
+
+
+def write_figures(run: RunDir, config: ClusterConfig, result: Clustering,
+                  manifest: pa.Table | None) -> list[str]:
+    """Write the stage's figures; returns their names under ``RUN/figures``."""
+    rng = np.random.default_rng(config.params.seed)
+    labels = result.labels
+    n = len(labels)
+    scatter = set(rng.permutation(n)[: config.scatter_max].tolist())
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in rng.permutation(n):
+        if labels[i] >= 0 and len(members[labels[i]]) < config.montage_max:
+            members[int(labels[i])].append(int(i))
+    jpegs = _thumbs(run, scatter | {i for rows in members.values() for i in rows})
+    thumbs = {i: faces.decode_image(b) for i, b in jpegs.items()}
+    written = []
+
+    def put(name: str, data: bytes) -> None:
+        run.write_bytes(f"figures/{name}", data)
+        written.append(name)
+
+    order = sorted(scatter)
+    for name, coords in (("pca_faces.png", result.pca), ("tsne_faces.png", result.tsne)):
+        put(name, figures.png_bytes(figures.thumbnail_scatter(
+            coords[order], [thumbs[i] for i in order], labels=labels[order])))
+    put("clusters.png", figures.cluster_scatter(result.tsne, labels, "DBSCAN/HDBSCAN on t-SNE"))
+    for cluster, rows in sorted(members.items()):
+        put(f"clusters/cluster_{cluster}.png",
+            figures.png_bytes(figures.montage([thumbs[i] for i in rows])))
+    if manifest is not None and (grid := _frame_grid(manifest, seed=config.params.seed)) is not None:
+        put("frames.png", figures.png_bytes(grid))
+    return written
+
+
+def run_cluster(config: ClusterConfig) -> ClusterSummary:
+    """Run the cluster stage on ``config.out``. Raises ValueError when there is nothing to
+    cluster (no encodings, or fewer faces than :data:`cluster_methods.MIN_FACES`)."""
+    start = time.monotonic()
+    run = RunDir(config.out)
+    meta, encodings = load_encodings(run)
+    result = cluster_encodings(encodings, config.params)
+    keys = [f"{v}:{f}:{i}" for v, f, i in zip(meta.column("video_id").to_pylist(),
+                                              meta.column("frame_index").to_pylist(),
+                                              meta.column("face_index").to_pylist())]
+    result = replace(result, labels=content_ids(result.labels, keys))
+    run.write_parquet("clusters.parquet", pa.table({
+        "video_id": meta.column("video_id"), "frame_index": meta.column("frame_index"),
+        "face_index": meta.column("face_index"), "cluster": result.labels.astype(np.int32),
+        "pca_x": result.pca[:, 0].astype(np.float32), "pca_y": result.pca[:, 1].astype(np.float32),
+        "tsne_x": result.tsne[:, 0].astype(np.float32),
+        "tsne_y": result.tsne[:, 1].astype(np.float32)}, schema=CLUSTER_SCHEMA))
+
+    manifest = run.read_parquet("manifest.parquet") if run.exists("manifest.parquet") else None
+    clusters_of = video_clusters(meta, result.labels)
+    subset = choose_subset(clusters_of, manifest, config.per_cluster, config.include_noise)
+    run.write_parquet("subset.parquet", subset)
+    if config.figures:
+        write_figures(run, config, result, manifest)
+
+    labels = subset.column("label").to_pylist()
+    covered = {c for c in subset.column("cluster").to_pylist() if c >= 0}
+    fakes = _fakes(manifest) if manifest is not None else set()
+    reals = [v for v in clusters_of if v not in fakes]
+    summary = ClusterSummary(
+        out=run.location, faces=len(encodings), clusters=result.n_clusters, noise=result.n_noise,
+        reals=len(reals), subset_reals=sum(label != "FAKE" for label in labels),
+        subset_fakes=sum(label == "FAKE" for label in labels),
+        clusters_covered=len(covered) / result.n_clusters if result.n_clusters else 0.0,
+        params=result.used, seconds=time.monotonic() - start)
+    run.write_json("cluster.json", {"config": asdict(config), "summary": asdict(summary)})
+    return summary
+
+
+def _fakes(manifest: pa.Table) -> set[str]:
+    label = manifest.column("label")
+    return set(manifest.filter(pc.equal(label, "FAKE")).column("video_id").to_pylist())

@@ -187,7 +187,7 @@ def encode_video(row: dict, detector: faces.FaceDetector, config: EncodeConfig
 def encode_batch(name: str, rows: pa.Table, run: RunDir, config: EncodeConfig,
                  faults: Faults = NO_FAULTS) -> dict:
     """Encode one batch and write its three files; returns small counts for progress."""
-    detector = faces.get_detector(config.detector)
+    detector = faces.get_face_detector(config.detector)
     infos, encodings, errors = [], [], []
     for i, row in enumerate(rows.to_pylist()):
         info_row, face_rows, error = encode_video(row, detector, config)

@@ -4,8 +4,8 @@ Conventions (as in face_recognition): images are ``H x W x 3`` ``uint8`` **RGB**
 ``(top, right, bottom, left)`` in integer pixels of the image it was found in, bottom and
 right exclusive. Detector scores are in [0, 1] (1.0 where a detector gives none).
 
-Models load when a detector is made (:func:`make_detector`, cached per process by
-:func:`get_detector`), never at import, so importing this module is cheap and a Ray worker
+Models load when a detector is made (:func:`make_face_detector`, cached per process by
+:func:`get_face_detector`), never at import, so importing this module is cheap and a Ray worker
 loads each model once.
 
 Detectors, by name:
@@ -158,7 +158,7 @@ class RetryLargerDetector:
 DETECTORS = ("auto", "mtcnn", "mtcnn_fast", "hog", "cnn")
 
 
-def make_detector(name: str = "auto", device: str = "cpu") -> FaceDetector:
+def make_face_detector(name: str = "auto", device: str = "cpu") -> FaceDetector:
     """Build a detector by name (see the module docstring). ``auto``: MTCNN at 1280 px
     keeping scores >= 0.8 (finds turned faces in crowds that 640 px misses), retried at
     1920 px on frames where it finds nothing."""
@@ -175,9 +175,9 @@ def make_detector(name: str = "auto", device: str = "cpu") -> FaceDetector:
 
 
 @functools.lru_cache(maxsize=4)
-def get_detector(name: str = "auto", device: str = "cpu") -> FaceDetector:
-    """:func:`make_detector`, cached: one model per process (per Ray worker)."""
-    return make_detector(name, device)
+def get_face_detector(name: str = "auto", device: str = "cpu") -> FaceDetector:
+    """:func:`make_face_detector`, cached: one model per process (per Ray worker)."""
+    return make_face_detector(name, device)
 
 
 def encode_faces(rgb: np.ndarray, boxes: list[Box], num_jitters: int = 1) -> np.ndarray:

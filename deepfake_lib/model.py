@@ -108,7 +108,7 @@ def to_batch(faces: list[np.ndarray], config: ModelConfig):
     return torch.from_numpy(((arr.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2).copy())
 
 
-class Detector:
+class TrainedModel:
     """A trained model ready to score face crops."""
 
     def __init__(self, model, config: ModelConfig, device: str):
@@ -139,7 +139,7 @@ class Detector:
         return (1 / (1 + np.exp(-z))).astype(np.float32)
 
 
-def load_detector(model_dir: str, device: str | None = None) -> Detector:
+def load_model(model_dir: str, device: str | None = None) -> TrainedModel:
     """Load ``model_dir`` (local or s3://) as written by the train stage: ``config.json`` and
     ``model.pt``. No flags needed; ``device`` defaults to CUDA when available."""
     import torch  # noqa: PLC0415
@@ -153,4 +153,4 @@ def load_detector(model_dir: str, device: str | None = None) -> Detector:
     with storage.local_copy(storage.join(model_dir, "model.pt")) as path:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return Detector(model, config, device)
+    return TrainedModel(model, config, device)

@@ -63,7 +63,7 @@ def _score(config: PipelineConfig, data: tuple[str, ...]) -> str:
 
 def _stages(config: PipelineConfig, data: tuple[str, ...]) -> list[tuple[str, Callable[[], str]]]:
     from deepfake_lib.encode import EncodeConfig, run_encode  # noqa: PLC0415
-    from deepfake_lib.identities import ClusterConfig, run_cluster  # noqa: PLC0415
+    from deepfake_lib.clustering import ClusterConfig, run_cluster  # noqa: PLC0415
     from deepfake_lib.model import ModelConfig  # noqa: PLC0415
     from deepfake_lib.prepare import PrepareConfig, run_prepare  # noqa: PLC0415
     from deepfake_lib.training import TrainConfig, run_train  # noqa: PLC0415

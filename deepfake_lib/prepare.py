@@ -143,7 +143,7 @@ def make_plan(run: RunDir, config: PrepareConfig) -> tuple[pa.Table, list[dict]]
         chosen = dict.fromkeys(manifest)
         cluster_of = {}
         if run.exists("clusters.parquet"):  # DFDC actors recur across originals: split by person
-            from deepfake_lib.identities import video_clusters  # noqa: PLC0415
+            from deepfake_lib.clustering import video_clusters  # noqa: PLC0415
 
             clusters = run.read_parquet("clusters.parquet", ["video_id", "face_index", "cluster"])
             cluster_of = video_clusters(clusters, clusters.column("cluster").to_numpy())
@@ -228,7 +228,7 @@ def prepare_unit(unit: dict, detector: faces.FaceDetector, config: PrepareConfig
 
 def prepare_batch(name: str, units: pa.Table, run: RunDir, config: PrepareConfig) -> dict:
     """Prepare one batch of units; writes its errors, then its crops."""
-    detector = faces.get_detector(config.detector)
+    detector = faces.get_face_detector(config.detector)
     rows, errors = [], []
     for unit in units.to_pylist():
         try:

@@ -147,7 +147,7 @@ def coarse_to_fine(n: int) -> list[int]:
 def score_video(path: str, face_detector: faces.FaceDetector, model, config: ScoreConfig,
                 fallback: float) -> dict:
     """Score one video within ``config.budget_s``; never raises (failures are statuses).
-    ``model`` (a :class:`deepfake_lib.model.Detector`) gets faces cut as it was trained on
+    ``model`` (a :class:`deepfake_lib.model.TrainedModel`) gets faces cut as it was trained on
     them: at its ``config``'s crop margin and input size (``face_detector`` should be the
     detector its config names).
 
@@ -216,13 +216,13 @@ class VideoScorer:
 
     def __init__(self, model_dir: str, config: ScoreConfig, fallback: float,
                  faults: Faults = NO_FAULTS):
-        from deepfake_lib.model import load_detector  # noqa: PLC0415
+        from deepfake_lib.model import load_model  # noqa: PLC0415
 
         device = "cuda" if config.gpus_per_actor > 0 else "cpu"
         self.config, self.fallback, self.faults = config, fallback, faults
-        self.model = load_detector(model_dir, device=device)
+        self.model = load_model(model_dir, device=device)
         # the faces the model was trained on: its detector, crop margin and size
-        self.faces = faces.get_detector(self.model.config.face_detector, device)
+        self.faces = faces.get_face_detector(self.model.config.face_detector, device)
 
     def ready(self) -> bool:
         return True

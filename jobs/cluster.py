@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepfake_lib.clustering import METHODS, ClusterParams
-from deepfake_lib.identities import ClusterConfig, run_cluster
+from deepfake_lib.cluster_methods import METHODS, ClusterParams
+from deepfake_lib.clustering import ClusterConfig, run_cluster
 from deepfake_lib.runtime import run_job
 
 

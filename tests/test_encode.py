@@ -36,7 +36,7 @@ def test_encode_video_without_ray(shared_data):
     path = shared_data / "videos" / "clips" / "short_hamilton_clip.mp4"
     row = {"video_id": path.name, "path": str(path), "part": "clips", "label": None,
            "original": None}
-    info, rows, error = encode_video(row, faces.get_detector("auto"), EncodeConfig((), ""))
+    info, rows, error = encode_video(row, faces.get_face_detector("auto"), EncodeConfig((), ""))
     assert error is None and info["status"] == "ok"
     assert info["n_faces"] == len(rows) == 2  # two people in the clip
     assert rows[0]["face_index"] == 0 and rows[1]["face_index"] == 1
@@ -45,7 +45,7 @@ def test_encode_video_without_ray(shared_data):
 
 def test_encodings_tell_people_apart(shared_data):
     """The same person in two frames 6 s apart is closer than two different people."""
-    detector = faces.get_detector("auto")
+    detector = faces.get_face_detector("auto")
 
     def encoding(path, index):
         frame = read_frames(str(path), [index])[index]

@@ -41,7 +41,7 @@ def blended_clip(shared_data):
     (one random draw for all four), the face box, and the exact mask of the third frame."""
     frames = video.read_frames(str(shared_data / "videos" / "ffpp" / "519.mp4"), range(40, 44))
     reals = [frames[i] for i in sorted(frames)]
-    box = faces.get_detector("mtcnn").detect(reals[0])[0].box
+    box = faces.get_face_detector("mtcnn").detect(reals[0])[0].box
     top, right, bottom, left = faces.expand_box(box, 0.5, *reals[0].shape[:2])
     fakes = []
     for real in reals:

@@ -97,7 +97,7 @@ def test_photos_are_real_faces_for_training_only(ray_session, shared_data, tmp_p
 def test_without_a_subset_the_split_follows_the_identity_clusters(ffpp_crops, tmp_path):
     import pyarrow as pa
 
-    from deepfake_lib.identities import CLUSTER_SCHEMA
+    from deepfake_lib.clustering import CLUSTER_SCHEMA
     from deepfake_lib.prepare import make_plan
     from deepfake_lib.storage import RunDir
 

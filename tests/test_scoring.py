@@ -11,7 +11,7 @@ from sklearn.metrics import log_loss as sk_log_loss
 
 from deepfake_lib import faces, metrics
 from deepfake_lib.faults import Faults
-from deepfake_lib.model import load_detector
+from deepfake_lib.model import load_model
 from deepfake_lib.scoring import (SCORE_SCHEMA, STATUSES, ScoreConfig, aggregate, coarse_to_fine,
                                   run_score, score_video)
 
@@ -92,9 +92,9 @@ def test_a_stuck_video_times_out_and_the_others_score(tiny_model, shared_data, t
 @pytest.mark.ray
 def test_an_answer_cut_short_by_the_budget_is_partial_not_a_timeout(tiny_model, shared_data):
     config = ScoreConfig(data=(), out="", frames=32, budget_s=0.0)
-    model = load_detector(str(tiny_model), device="cpu")
+    model = load_model(str(tiny_model), device="cpu")
     row = score_video(str(shared_data / "videos" / "ffpp" / "004.mp4"),
-                      faces.get_detector(model.config.face_detector, "cpu"), model, config,
+                      faces.get_face_detector(model.config.face_detector, "cpu"), model, config,
                       fallback=0.5)
     # the first 8 frames (spread over the video) are always classified, then the budget stops it
     assert row["status"] == "partial" and row["n_frames"] == 8 and row["n_faces"] >= 8
@@ -241,7 +241,7 @@ def test_score_cuts_faces_as_the_saved_model_was_trained_on_them(tiny_model, sha
     saved = ModelConfig.from_json((tiny_model / "config.json").read_text())
     path = str(shared_data / "videos" / "ffpp" / "004.mp4")
     config = ScoreConfig(data=(), out="", frames=4)
-    detector = faces.get_detector(saved.face_detector, "cpu")
+    detector = faces.get_face_detector(saved.face_detector, "cpu")
     seen = {}
     for margin in (0.0, 0.5):
         model = _Recorder(dataclasses.replace(saved, crop_margin=margin, image_size=48))

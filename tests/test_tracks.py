@@ -40,7 +40,7 @@ def test_iou():
 
 def test_dfdc_video_has_one_continuous_track(shared_data):
     path = str(shared_data / "videos" / "dfdc" / "lynaeydofd.mp4")
-    ft = track_faces(path, faces.get_detector("mtcnn"))
+    ft = track_faces(path, faces.get_face_detector("mtcnn"))
     main = max(ft.tracks, key=lambda t: len(t.frames))
     assert len(main.frames) == 11  # 10 detections one second apart, and the last frame
     boxes = np.array([ft.box_at(main, f) for f in range(ft.frame_count)])
@@ -53,7 +53,7 @@ def test_dfdc_video_has_one_continuous_track(shared_data):
 
 def test_crowd_video_tracks_several_people(shared_data):
     path = str(shared_data / "videos" / "clips" / "multi_person_1080p.mp4")
-    ft = track_faces(path, faces.get_detector("auto"))
+    ft = track_faces(path, faces.get_face_detector("auto"))
     long_tracks = [t for t in ft.tracks if len(t.frames) >= 3]
     assert len(long_tracks) >= 4
     for frame in (0, 52, 104):

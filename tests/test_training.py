@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deepfake_lib.faults import Faults
-from deepfake_lib.model import ModelConfig, load_detector
+from deepfake_lib.model import ModelConfig, load_model
 from deepfake_lib.training import TrainConfig, learning_rate, run_train
 
 TINY = ModelConfig(encoder="resnet18", encoder_weights="none", image_size=64)
@@ -35,7 +35,7 @@ def test_two_workers_learn_checkpoint_and_give_a_usable_detector(ffpp_crops, tmp
     assert summary.best_epoch == best["epoch"] + 1
     assert detector_temperature(out) == best["val_temperature"]
     assert list((out / "train_runs" / "train").glob("checkpoint_*"))
-    detector = load_detector(str(out / "model"))
+    detector = load_model(str(out / "model"))
     assert detector.config.image_size == 64
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 255, shape, dtype=np.uint8) for shape in

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from deepfake_lib.cluster_methods import (ClusterParams, adjusted_rand, cluster_encodings,
+                                          content_ids, knee_eps, relabel_by_size,
+                                          synthetic_encodings)
+
+
+def _truth(labels):
+    """Stray faces (-1) each belong to nobody else."""
+    return np.where(labels < 0, -1 - np.arange(len(labels)), labels)
+
+
+@pytest.mark.parametrize("people,per_person", [(40, 12), (3, 4), (100, 8)])
+def test_default_finds_the_people_at_both_ends_of_the_scale(people, per_person):
+    x, truth = synthetic_encodings(people, per_person, noise_fraction=0.2 if people == 100 else 0.05,
+                                   seed=1)
+    result = cluster_encodings(x)
+    assert abs(result.n_clusters - people) <= max(1, people // 20)
+    assert adjusted_rand(_truth(truth), result.labels) >= 0.9
+    assert result.pca.shape == result.tsne.shape == (len(x), 2)
+
+
+def test_seed_settings_stay_available_and_show_why_eps_does_not_transfer():
+    x, _ = synthetic_encodings(5, 25, seed=2)
+    result = cluster_encodings(x, ClusterParams(method="seed"))
+    assert result.used == {"method": "seed", "faces": len(x), "eps": 1.0, "min_samples": 5,
+                           "tsne_dims": 3}
+    assert result.labels.shape == (len(x),)
+
+
+def test_every_method_runs_and_records_what_it_used():
+    x, truth = synthetic_encodings(6, 15, seed=3)
+    for method in ("tsne_hdbscan", "tsne_dbscan", "dbscan", "hdbscan"):
+        result = cluster_encodings(x, ClusterParams(method=method))
+        assert result.used["method"] == method
+        assert adjusted_rand(_truth(truth), result.labels) > 0.8, method
+
+
+def test_knee_eps_sits_between_the_two_scales():
+    rng = np.random.default_rng(0)
+    tight = np.concatenate([rng.normal(c, 0.05, (30, 2)) for c in (0, 5, 10)])
+    eps = knee_eps(tight, 4)
+    assert 0.02 < eps < 2.0
+
+
+def test_relabel_by_size_orders_clusters_and_keeps_noise():
+    assert relabel_by_size(np.array([5, 5, -1, 2, 2, 2, 7])).tolist() == [1, 1, -1, 0, 0, 0, 2]
+
+
+def test_content_ids_come_from_the_first_member_not_the_numbering():
+    keys = ["b", "a", "z", "c", "d", "e"]
+    ids = content_ids(np.array([0, 0, -1, 1, 1, 1]), keys)
+    assert ids[2] == -1 and ids[0] == ids[1] and ids[3] == ids[4] == ids[5] != ids[0]
+    assert ids.min() >= -1 and ids.max() < 2**31  # int32, never the noise label
+    # the same people numbered the other way round get the same ids
+    assert content_ids(np.array([1, 1, -1, 0, 0, 0]), keys).tolist() == ids.tolist()
+    # another person joining leaves both ids alone
+    more = content_ids(np.array([0, 0, -1, 1, 1, 1, 2, 2]), keys + ["x", "y"])
+    assert more[:6].tolist() == ids.tolist() and more[6] not in ids
+
+
+def test_too_few_faces_and_unknown_method_are_clear_errors():
+    with pytest.raises(ValueError, match="at least 3"):
+        cluster_encodings(np.zeros((1, 128)))
+    with pytest.raises(ValueError, match="unknown method"):
+        cluster_encodings(np.zeros((10, 128)), ClusterParams(method="kmeans"))
