@@ -1,7 +1,7 @@
 """Running a stage as Ray tasks over deterministic batches, resumably.
 
 A stage cuts its work (an Arrow table, one row per unit of work) into batches named by
-position and content. One task per batch writes its outputs atomically, the file in the
+their content. One task per batch writes its outputs atomically, the file in the
 stage's *marker* folder last; a batch whose marker exists is done and is skipped by a rerun.
 At most ``max_in_flight`` tasks are queued at once, so the driver's memory does not grow with
 the number of batches; a batch that fails on every retry is handed to ``on_failure`` (which
@@ -28,35 +28,99 @@ class TaskOptions:
     progress_every_s: float = 10.0
 
 
-def batch_name(index: int, keys: list[str]) -> str:
-    """Deterministic name of a batch: its position and a digest of its keys."""
-    digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:10]
-    return f"{index:06d}-{digest}"
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big")
 
 
-def plan(table: pa.Table, batch_size: int, key: str = "video_id") -> list[tuple[str, pa.Table]]:
-    """Cut ``table`` (already in its final order) into named batches."""
-    return [(batch_name(i, table.slice(start, batch_size).column(key).to_pylist()),
-             table.slice(start, batch_size))
-            for i, start in enumerate(range(0, table.num_rows, batch_size))]
+def _cut_points(keys: list[str], batch_size: int) -> list[int]:
+    """Where to end batches over ``keys`` (in their final order), chosen by the keys
+    themselves (content-defined chunking): a batch ends after a key whose digest falls in a
+    1-in-k bucket once it holds at least half of ``batch_size`` rows, and at twice
+    ``batch_size`` rows at the latest, so batches hold about ``batch_size`` rows. A key added
+    or removed changes the batch it falls in (now and then the next few too), never the rest."""
+    least = (batch_size + 1) // 2
+    every = batch_size - least + 1
+    cuts, length = [], 0
+    for i, key in enumerate(keys):
+        length += 1
+        if length >= 2 * batch_size or (length >= least and _digest(key) % every == 0):
+            cuts.append(i + 1)
+            length = 0
+    if length:
+        cuts.append(len(keys))
+    return cuts
 
 
-def done_batches(run: RunDir, marker: str, names: set[str], overwrite: bool,
-                 folders: tuple[str, ...]) -> set[str]:
-    """Names of batches already done; with ``overwrite``, delete ``folders`` first. Refuses a
-    run directory whose marker folder holds batches this plan would not write."""
+def batch_name(keys: list[str]) -> str:
+    """The name of the batch of ``keys``: a digest of its content, not of its position."""
+    return hashlib.sha1("\n".join(keys).encode()).hexdigest()[:16]
+
+
+def plan(table: pa.Table, batch_size: int, key: str = "video_id", group: str | None = None,
+         content: tuple[str, ...] = ()) -> list[tuple[str, pa.Table]]:
+    """Cut ``table`` (already in its final order) into named batches, never across a change
+    of ``group`` (e.g. a DFDC part). A batch's name is a digest of its rows' ``key`` and
+    ``content`` columns, so data that grows part by part makes new batches and leaves the
+    names of the others as they were (see :func:`_cut_points`)."""
+    columns = [key, *content]
+    rows = [":".join(str(v) for v in values)
+            for values in zip(*(table.column(c).to_pylist() for c in columns))]
+    groups = table.column(group).to_pylist() if group else [None] * table.num_rows
+    planned, start = [], 0
+    while start < table.num_rows:
+        end = start + 1
+        while end < table.num_rows and groups[end] == groups[start]:
+            end += 1
+        begin = start
+        for cut in _cut_points(rows[start:end], batch_size):
+            planned.append((batch_name(rows[begin:start + cut]),
+                            table.slice(begin, start + cut - begin)))
+            begin = start + cut
+        start = end
+    return planned
+
+
+def done_batches(run: RunDir, stage: str, marker: str, planned: list[tuple[str, pa.Table]],
+                 overwrite: bool, folders: tuple[str, ...], key: str = "video_id") -> set[str]:
+    """Names of the planned batches already done, after tidying the run directory.
+
+    With ``overwrite``, ``folders`` are deleted first. Otherwise an earlier batch this plan
+    would not write (finished, or failed and recorded) is *superseded* when every one of its
+    videos is in the plan (the data grew, or a video's unit of work changed): its files are
+    deleted and the videos are redone in their new batch. An earlier batch holding videos the
+    plan does not have is refused: the run directory was made from other inputs.
+    ``RUN/plans/<stage>.parquet`` records which videos each planned batch holds, for the next
+    run to tell the two apart."""
+    record = f"plans/{stage}.parquet"
     if overwrite:
-        for folder in folders:
+        for folder in (*folders, record):
             run.delete(folder)
-        return set()
+    ids_of: dict[str, set[str]] = {}
+    if run.exists(record):
+        for row in run.read_parquet(record).to_pylist():
+            ids_of.setdefault(row["batch"], set()).add(row["video_id"])
     done = {n.removesuffix(".parquet") for n in run.list(marker, ".parquet")}
-    stale = done - names
+    present = {n.removesuffix(".parquet") for f in folders for n in run.list(f, ".parquet")}
+    names = {name for name, _ in planned}
+    stale = (done | (present & ids_of.keys())) - names
     if stale:
-        raise ValueError(
-            f"{run.uri(marker)} holds {len(stale)} batches that this run would not write "
-            f"(e.g. {sorted(stale)[0]}): it was made from other inputs or another --batch-size. "
-            "Use a new --out, the same inputs and settings, or --overwrite.")
-    return done
+        planned_ids = {v for _, rows in planned for v in rows.column(key).to_pylist()}
+        unknown = sorted(stale - ids_of.keys())
+        gone = sorted({v for n in stale for v in ids_of.get(n, ())} - planned_ids)
+        if gone or unknown:
+            example = f"video {gone[0]}" if gone else f"batch {unknown[0]}, of no recorded plan"
+            raise ValueError(
+                f"{run.uri(marker)} holds results this run would not make (e.g. {example}): "
+                "it was made from other inputs. Use a new --out, the same inputs, or "
+                "--overwrite to redo the stage.")
+        for name in stale:
+            for folder in folders:
+                run.delete(f"{folder}/{name}.parquet")
+    run.write_parquet(record, pa.Table.from_pylist(
+        [{"batch": name, "video_id": v} for name, rows in planned
+         for v in rows.column(key).to_pylist()],
+        pa.schema([("batch", pa.string()), ("video_id", pa.string())])))
+    return done - stale
 
 
 def failure_rows(video_ids: list[str], stage: str, exc: Exception) -> list[dict]:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deepfake_lib import faces, figures, storage, video
+from deepfake_lib import faces, figures, records, storage, video
 from deepfake_lib.cluster_methods import ClusterParams, Clustering, cluster_encodings, content_ids
 from deepfake_lib.progress import format_seconds
 from deepfake_lib.storage import RunDir
@@ -229,7 +229,7 @@ def run_cluster(config: ClusterConfig) -> ClusterSummary:
         subset_fakes=sum(label == "FAKE" for label in labels),
         clusters_covered=len(covered) / result.n_clusters if result.n_clusters else 0.0,
         params=result.used, seconds=time.monotonic() - start)
-    run.write_json("cluster.json", {"config": asdict(config), "summary": asdict(summary)})
+    records.write(run, "cluster", config, records.folder_digest(run, "encodings"), summary)
     return summary
 
 

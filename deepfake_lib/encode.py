@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deepfake_lib import batches, faces, storage, video
+from deepfake_lib import batches, faces, records, storage, video
 from deepfake_lib.batches import TaskOptions
 from deepfake_lib.dataset import build_manifest
 from deepfake_lib.faults import NO_FAULTS, Faults
@@ -116,7 +116,8 @@ def plan_batches(manifest: pa.Table, config: EncodeConfig) -> list[tuple[str, pa
         label = manifest.column("label")
         manifest = manifest.filter(pc.or_kleene(pc.is_null(label), pc.equal(label, "REAL")))
     manifest = manifest.sort_by([("part", "ascending"), ("video_id", "ascending")])
-    return batches.plan(manifest, config.batch_size)
+    return batches.plan(manifest, config.batch_size, group="part",
+                        content=("label", "original"))
 
 
 def encode_video(row: dict, detector: faces.FaceDetector, config: EncodeConfig
@@ -257,8 +258,9 @@ def run_encode(config: EncodeConfig, faults: Faults = NO_FAULTS) -> EncodeSummar
     if not planned:
         raise ValueError(f"no video to encode under {', '.join(config.data)} "
                          f"({manifest.summary()})")
-    done = batches.done_batches(run, "encodings", {n for n, _ in planned}, config.overwrite,
-                                FOLDERS)
+    records.check_settings(run, "encode", config, config.overwrite)
+    done = batches.done_batches(run, "encode", "encodings", planned, config.overwrite, FOLDERS)
+    records.write(run, "encode", config)
     todo = [(name, rows) for name, rows in planned if name not in done]
     batches.run_batches(encode_batch, todo, (run, config, faults), config.tasks, "encode",
                         lambda name, rows, exc: _record_failed_batch(run, name, rows, exc))
@@ -268,5 +270,5 @@ def run_encode(config: EncodeConfig, faults: Faults = NO_FAULTS) -> EncodeSummar
         out=run.location, batches=len(planned), batches_skipped=len(done),
         problems=manifest.problems.num_rows))
     summary.seconds = time.monotonic() - start
-    run.write_json("encode.json", {"config": asdict(config), "summary": asdict(summary)})
+    records.write(run, "encode", config, summary=summary)
     return summary

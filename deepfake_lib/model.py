@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 import cv2
 import numpy as np
 
-from deepfake_lib import storage
+from deepfake_lib import records, storage
 
 
 @dataclass(frozen=True)
@@ -154,3 +154,9 @@ def load_model(model_dir: str, device: str | None = None) -> TrainedModel:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return TrainedModel(model, config, device)
+
+
+def model_digest(model_dir: str) -> str:
+    """A digest of the files of a saved model: scores of another model are other scores."""
+    return records.digest(*(storage.read_bytes(storage.join(model_dir, name))
+                            for name in ("config.json", "model.pt")))

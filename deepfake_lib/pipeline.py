@@ -1,7 +1,12 @@
-"""The whole pipeline on one run directory: each stage in order, skipping finished ones.
+"""The whole pipeline on one run directory: each stage in order, each done once.
 
-A stage is finished when its record (``RUN/<stage>.json``) exists; ``force`` reruns them.
-Without data, the built-in sample (:mod:`deepfake_lib.sample`) is written and used.
+The batch stages (encode, prepare, score) always run: they skip their finished batches and
+refuse a run directory made from other inputs or with other settings. The others (cluster,
+train) are skipped when their record (:mod:`deepfake_lib.records`) says they finished with
+the same settings on the same inputs. A stage whose inputs changed (more videos encoded, a
+new model) is redone, and so is every stage after it; ``overwrite`` redoes them all.
+Without data, the built-in sample (:mod:`deepfake_lib.sample`) is written into the run
+directory (``RUN/sample_data``) and used.
 
 The score stage's leaderboard is only worth reading on people the model was not trained on:
 the pipeline scores the videos of the validation split (by identity) of ``RUN/crops``, and
@@ -10,15 +15,15 @@ only when there are none, every video, with the board marked ``"data": "train"``
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow.compute as pc
 
-from deepfake_lib import storage
+from deepfake_lib import records, storage
 from deepfake_lib.storage import RunDir
 
 
@@ -27,7 +32,7 @@ class PipelineConfig:
     out: str
     data: tuple[str, ...] = ()
     sample_photos: str | None = None  # without data: the sample's identities (default built-in)
-    force: bool = False
+    overwrite: bool = False
     encoder: str = "tu-tf_efficientnet_lite0"
     encoder_weights: str = "imagenet"  # offline for the EfficientNet-Lite encoders
     image_size: int = 128
@@ -35,11 +40,24 @@ class PipelineConfig:
     workers: int = 2
 
 
-def sample_location(out: str) -> str:
-    """Where the built-in sample goes: inside a local run directory, else a temporary folder."""
-    if storage.is_uri(out):
-        return tempfile.mkdtemp(prefix="deepfake_sample_")
-    return os.path.join(os.path.abspath(out), "sample_data")
+def write_builtin_sample(run: RunDir, photos: str | None = None) -> str:
+    """The built-in sample's location, ``RUN/sample_data``, written there unless it is (on
+    object storage too: written in a temporary folder, then uploaded, ``metadata.json`` last)."""
+    from deepfake_lib.sample import PART_NAME, load_photos, write_sample  # noqa: PLC0415
+
+    where = run.uri("sample_data")
+    if storage.exists(storage.join(where, PART_NAME, "metadata.json")):
+        return where
+    faces = load_photos(photos) if photos else None
+    if not storage.is_uri(where):
+        write_sample(where, faces)
+        return where
+    with tempfile.TemporaryDirectory() as tmp:
+        part = write_sample(tmp, faces)
+        for path in sorted(part.iterdir(), key=lambda p: p.name == "metadata.json"):
+            storage.write_bytes_atomic(storage.join(where, PART_NAME, path.name),
+                                       path.read_bytes())
+    return where
 
 
 def held_out_videos(run: RunDir) -> tuple[str, ...]:
@@ -51,37 +69,53 @@ def held_out_videos(run: RunDir) -> tuple[str, ...]:
     return tuple(sorted(set(val) - set(train)))
 
 
-def _score(config: PipelineConfig, data: tuple[str, ...]) -> str:
-    """The score stage on the held-out videos, or on every video marked as training data."""
-    from deepfake_lib.scoring import ScoreConfig, run_score  # noqa: PLC0415
-
-    videos = held_out_videos(RunDir(config.out))
-    return run_score(ScoreConfig(data=data, out=config.out, overwrite=config.force,
-                                 videos=videos,
-                                 data_name="validation" if videos else "train")).text()
-
-
-def _stages(config: PipelineConfig, data: tuple[str, ...]) -> list[tuple[str, Callable[[], str]]]:
-    from deepfake_lib.encode import EncodeConfig, run_encode  # noqa: PLC0415
+def _stages(config: PipelineConfig, data: tuple[str, ...]
+            ) -> list[tuple[str, Callable[[RunDir, bool], tuple[Any, str | None]],
+                        Callable[[Any], Any]]]:
+    """``(name, make, run)`` of each stage: ``make(run, overwrite)`` gives its config (made
+    when the stage is reached: score's videos come from prepare's crops) and the digest of
+    what it reads from the run directory (None for the batch stages)."""
     from deepfake_lib.clustering import ClusterConfig, run_cluster  # noqa: PLC0415
-    from deepfake_lib.model import ModelConfig  # noqa: PLC0415
+    from deepfake_lib.encode import EncodeConfig, run_encode  # noqa: PLC0415
+    from deepfake_lib.model import ModelConfig, model_digest  # noqa: PLC0415
     from deepfake_lib.prepare import PrepareConfig, run_prepare  # noqa: PLC0415
+    from deepfake_lib.scoring import ScoreConfig, run_score  # noqa: PLC0415
     from deepfake_lib.training import TrainConfig, run_train  # noqa: PLC0415
 
     model = ModelConfig(encoder=config.encoder, encoder_weights=config.encoder_weights,
                         image_size=config.image_size)
 
+    def score(run: RunDir, overwrite: bool) -> tuple[ScoreConfig, str]:
+        videos = held_out_videos(run)
+        return (ScoreConfig(data=data, out=config.out, overwrite=overwrite, videos=videos,
+                            data_name="validation" if videos else "train"),
+                model_digest(run.uri("model")))
+
     return [
-        ("encode", lambda: run_encode(EncodeConfig(data=data, out=config.out,
-                                                   overwrite=config.force)).text()),
-        ("cluster", lambda: run_cluster(ClusterConfig(out=config.out)).text()),
-        ("prepare", lambda: run_prepare(PrepareConfig(data=data, out=config.out,
-                                                      overwrite=config.force)).text()),
-        ("train", lambda: run_train(TrainConfig(out=config.out, model=model,
-                                                workers=config.workers, epochs=config.epochs,
-                                                overwrite=config.force)).text()),
-        ("score", lambda: _score(config, data)),
+        ("encode", lambda run, overwrite: (EncodeConfig(data=data, out=config.out,
+                                                        overwrite=overwrite), None), run_encode),
+        ("cluster", lambda run, overwrite: (ClusterConfig(out=config.out),
+                                            records.folder_digest(run, "encodings")),
+         run_cluster),
+        ("prepare", lambda run, overwrite: (PrepareConfig(data=data, out=config.out,
+                                                          overwrite=overwrite), None),
+         run_prepare),
+        ("train", lambda run, overwrite: (TrainConfig(out=config.out, model=model,
+                                                      workers=config.workers,
+                                                      epochs=config.epochs, overwrite=overwrite),
+                                          records.folder_digest(run, "crops")), run_train),
+        ("score", score, run_score),
     ]
+
+
+def board_line(board: dict) -> str:
+    """The leaderboard in one line, saying which videos it is on."""
+    on = ("TRAINING videos: the model has seen these people, this is no measure of how it "
+          "generalises" if board.get("data") == "train" else
+          f"{board.get('data', 'labelled')} videos")
+    return f"leaderboard on {on}: " + ", ".join(
+        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in board.items() if k != "data")
 
 
 @dataclass
@@ -99,29 +133,27 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
     run = RunDir(config.out)
     data = config.data
     if not data:
-        from deepfake_lib.sample import PART_NAME, load_photos, write_sample  # noqa: PLC0415
-
-        where = sample_location(config.out)
-        if not os.path.exists(os.path.join(where, PART_NAME, "metadata.json")):
-            log(f"pipeline: writing the built-in sample to {where}")
-            write_sample(where, load_photos(config.sample_photos) if config.sample_photos else None)
-        data = (where,)
-    for name, stage in _stages(config, data):
-        if run.exists(f"{name}.json") and not config.force:
-            log(f"pipeline: {name} already done ({run.uri(name + '.json')}), skipped")
-            continue
+        log(f"pipeline: the built-in sample is in {run.uri('sample_data')}")
+        data = (write_builtin_sample(run, config.sample_photos),)
+    redo = config.overwrite
+    for name, make, stage in _stages(config, data):
+        stage_config, inputs = make(run, redo)
+        earlier = records.read(run, name)
+        if inputs is not None and earlier is not None and not redo:
+            if records.is_finished(run, name, stage_config, inputs):
+                log(f"pipeline: {name} already done ({run.uri(name + '.json')}), skipped")
+                continue
+            if earlier.get("inputs") != inputs:
+                log(f"pipeline: the inputs of {name} changed: it is redone, and the stages "
+                    "after it")
+                redo = True
+                stage_config, inputs = make(run, redo)
         start = time.monotonic()
         log(f"pipeline: {name} ...")
-        log(stage())
+        log(stage(stage_config).text())
         log(f"pipeline: {name} took {time.monotonic() - start:.1f} s")
     if run.exists("leaderboard.json"):
-        board = run.read_json("leaderboard.json")
-        on = ("TRAINING videos: the model has seen these people, this is no measure of how it "
-              "generalises" if board.get("data") == "train" else
-              f"{board.get('data', 'labelled')} videos")
-        log(f"leaderboard on {on}: " + ", ".join(
-            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-            for k, v in board.items() if k != "data"))
+        log(board_line(run.read_json("leaderboard.json")))
     figures = run.list("figures", ".png") + [f"clusters/{n}" for n in
                                              run.list("figures/clusters", ".png")]
     log(f"figures ({len(figures)}) in {run.uri('figures')}: " + ", ".join(figures[:8])

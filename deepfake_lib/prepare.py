@@ -31,13 +31,13 @@ import hashlib
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deepfake_lib import batches, faces, figures, masks, storage, video
+from deepfake_lib import batches, faces, figures, masks, records, storage, video
 from deepfake_lib.batches import TaskOptions
 from deepfake_lib.blend import self_blend
 from deepfake_lib.dataset import IMAGE_EXTENSIONS, build_manifest
@@ -295,8 +295,11 @@ def run_prepare(config: PrepareConfig) -> PrepareSummary:
     plan, unpaired = make_plan(run, config)
     if plan.num_rows == 0:
         raise ValueError(f"nothing to prepare under {', '.join(config.data)}")
-    planned = batches.plan(plan, config.batch_size)
-    done = batches.done_batches(run, "crops", {n for n, _ in planned}, config.overwrite, FOLDERS)
+    planned = batches.plan(plan, config.batch_size,
+                           content=("original_id", "kind", "cluster", "split"))
+    records.check_settings(run, "prepare", config, config.overwrite)
+    done = batches.done_batches(run, "prepare", "crops", planned, config.overwrite, FOLDERS)
+    records.write(run, "prepare", config)
     if unpaired:
         run.write_parquet("prepare_errors/unpaired.parquet",
                           pa.Table.from_pylist(unpaired, ERROR_SCHEMA))
@@ -314,5 +317,5 @@ def run_prepare(config: PrepareConfig) -> PrepareSummary:
         split_by=dict(Counter("person" if c >= 0 else "video" for c, k in zip(
             plan.column("cluster").to_pylist(), plan.column("kind").to_pylist()) if k != "photo")),
         batches=len(planned), batches_skipped=len(done), seconds=time.monotonic() - start)
-    run.write_json("prepare.json", {"config": asdict(config), "summary": asdict(summary)})
+    records.write(run, "prepare", config, summary=summary)
     return summary

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deepfake_lib import batches, faces, storage, video
+from deepfake_lib import batches, faces, records, storage, video
 from deepfake_lib.dataset import build_manifest
 from deepfake_lib.faults import NO_FAULTS, Faults
 from deepfake_lib.leaderboard import leaderboard, roc_calibration_png, submission_csv
+from deepfake_lib.model import model_digest
 from deepfake_lib.progress import Progress, format_seconds
 from deepfake_lib.score_pool import ScorerPool, default_actors
 from deepfake_lib.storage import RunDir
@@ -268,9 +269,11 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     if manifest.num_rows == 0:
         raise ValueError(f"no video under {', '.join(config.data)}")
     manifest = manifest.sort_by([("part", "ascending"), ("video_id", "ascending")])
-    planned = batches.plan(manifest, config.batch_size)
-    done = batches.done_batches(run, "scores", {n for n, _ in planned}, config.overwrite,
-                                ("scores",))
+    planned = batches.plan(manifest, config.batch_size, group="part", content=("label",))
+    inputs = model_digest(model_dir)
+    records.check_settings(run, "score", config, config.overwrite, inputs)
+    done = batches.done_batches(run, "score", "scores", planned, config.overwrite, ("scores",))
+    records.write(run, "score", config, inputs)
     init_ray()
     todo = [(n, rows.to_pylist()) for n, rows in planned if n not in done]
     size = min(config.actors or default_actors(config), max(1, sum(len(r) for _, r in todo)))
@@ -317,5 +320,5 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     summary = ScoreSummary(out=run.location, videos=len(rows),
                            statuses=dict(Counter(r["status"] for r in rows)), leaderboard=board,
                            seconds=time.monotonic() - start)
-    run.write_json("score.json", {"config": asdict(config), "summary": asdict(summary)})
+    records.write(run, "score", config, inputs, summary)
     return summary

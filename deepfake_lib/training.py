@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from deepfake_lib import metrics, storage, training_data
+from deepfake_lib import metrics, records, storage, training_data
 from deepfake_lib.faults import NO_FAULTS, Faults
 from deepfake_lib.model import ModelConfig, build_model, to_batch
 from deepfake_lib.progress import Progress
@@ -261,15 +261,13 @@ def run_train(config: TrainConfig, faults: Faults = NO_FAULTS) -> TrainSummary:
     init_ray()
     check_resources("train", config.cpus_per_worker, float(config.use_gpu), config.workers)
     config = replace(config, model=model_config, out=run.location)
+    inputs = records.folder_digest(run, "crops")
+    # a rerun resumes from RUN/train_runs: only a training of the same model on the same crops
+    records.check_settings(run, "train", config, config.overwrite, inputs)
     if config.overwrite:
         run.delete("train_runs")
         run.delete("model")
-    elif run.exists("train_runs/model_config.json"):
-        earlier = ModelConfig.from_json(run.read_bytes("train_runs/model_config.json"))
-        if replace(earlier, temperature=1.0) != model_config:
-            raise ValueError(f"{run.uri('train_runs')} holds a run of another model ({earlier}); "
-                             "it would resume from it. Use --overwrite or a new --out.")
-    run.write_bytes("train_runs/model_config.json", model_config.to_json().encode())
+    records.write(run, "train", config, inputs)
     fs, path = storage.resolve(run.uri("train_runs"))
     trainer = TorchTrainer(
         train_loop,
@@ -302,5 +300,5 @@ def run_train(config: TrainConfig, faults: Faults = NO_FAULTS) -> TrainSummary:
     summary = TrainSummary(model_dir=run.uri("model"), epochs=len(history),
                            best_epoch=best_history[-1]["epoch"] + 1, best=best_history[-1],
                            seconds=time.monotonic() - start)
-    run.write_json("train.json", {"config": asdict(config), "summary": asdict(summary)})
+    records.write(run, "train", config, inputs, summary)
     return summary

@@ -20,7 +20,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, str | Non
     p.add_argument("--sample-photos", default=None,
                    help="without --data: a folder of face photos, one person each, for the sample "
                         "(default: two portraits shipped inside installed packages)")
-    p.add_argument("--force", action="store_true", help="rerun stages that are already done")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every stage (default: redo only what changed; a stage asked for "
+                        "other settings than it ran with refuses)")
     p.add_argument("--encoder", default="tu-tf_efficientnet_lite0",
                    help="smp encoder of the detector")
     p.add_argument("--encoder-weights", default="imagenet",
@@ -32,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, str | Non
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
     return PipelineConfig(out=a.out, data=tuple(a.data), sample_photos=a.sample_photos,
-                          force=a.force, encoder=a.encoder,
+                          overwrite=a.overwrite, encoder=a.encoder,
                           encoder_weights=a.encoder_weights, image_size=a.image_size,
                           epochs=a.epochs, workers=a.workers), a.address
 

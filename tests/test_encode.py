@@ -98,12 +98,41 @@ def test_rerun_writes_nothing_and_crashed_task_leaves_no_duplicates(ray_session,
     table = pq.read_table(out / "encodings")
 
     again = run_encode(config)
-    assert again.batches_skipped == again.batches == 2
+    assert again.batches_skipped == again.batches >= 1
     assert {d: _files(out / d) for d in before} == before
     assert pq.read_table(out / "encodings").equals(table)
 
-    with pytest.raises(ValueError, match="other inputs or another --batch-size"):
-        run_encode(EncodeConfig(data=config.data, out=str(out), batch_size=3))
+
+def test_a_part_that_grows_redoes_only_the_new_videos_batch(ray_session, shared_data, tmp_path):
+    part = tmp_path / "part"
+    ffpp = shared_data / "videos" / "ffpp"
+    part.mkdir()
+    originals = ["004.mp4", "519.mp4", "634.mp4"]
+    for name in originals:
+        os.symlink(ffpp / name, part / name)
+    out = tmp_path / "run"
+    config = EncodeConfig(data=(str(part),), out=str(out), batch_size=1)
+    first = run_encode(config)
+    assert first.batches == 3 and first.encoded == 3
+    before = _files(out / "encodings")
+
+    os.symlink(ffpp / "004.mp4", part / "400.mp4")  # one more video in the part
+    grown = run_encode(config)
+    assert (grown.batches, grown.batches_skipped, grown.videos, grown.encoded) == (4, 3, 4, 4)
+    after = _files(out / "encodings")
+    assert {n: after[n] for n in before} == before  # the finished batches were not touched
+    assert len(after) == 4
+
+    # other settings, or fewer videos (other inputs), on the finished run: refused, untouched
+    with pytest.raises(ValueError, match="detector='auto' then, 'hog' now"):
+        run_encode(EncodeConfig(data=config.data, out=str(out), batch_size=1, detector="hog"))
+    os.remove(part / "519.mp4")
+    with pytest.raises(ValueError, match="other inputs.*--overwrite"):
+        run_encode(config)
+    assert _files(out / "encodings") == after
+    redone = run_encode(EncodeConfig(data=config.data, out=str(out), batch_size=1,
+                                     overwrite=True))
+    assert (redone.videos, redone.batches_skipped) == (3, 0)
 
 
 def test_bad_inputs_are_error_rows_and_good_videos_are_encoded(ray_session, shared_data,

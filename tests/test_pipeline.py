@@ -1,12 +1,14 @@
 import csv
 import io
 import json
+import re
 
 import boto3
 import pyarrow as pa
 import pytest
 
-from deepfake_lib.pipeline import PipelineConfig, held_out_videos, run_pipeline
+from deepfake_lib.pipeline import (PipelineConfig, board_line, held_out_videos, run_pipeline,
+                                   write_builtin_sample)
 from deepfake_lib.storage import RunDir
 
 
@@ -43,10 +45,40 @@ def test_whole_pipeline_with_data_and_run_directory_on_s3(ray_session, sample_di
     assert board["data"] == "validation" and board["count"] == len(held_out) < 16
     assert board["statuses"] == {"ok": len(held_out)}
 
+    before = {name: run.read_bytes(name) for name in
+              ("encode.json", "cluster.json", "train.json", "score.json", "model/model.pt")}
     messages = []
     run_pipeline(PipelineConfig(out=out, data=("s3://data/sample",), image_size=64, epochs=1),
                  log=messages.append)
-    assert sum("already done" in m for m in messages) == 5  # a second run skips every stage
+    assert sum("already done" in m for m in messages) == 3  # cluster, train, score
+    for stage in ("encode", "prepare"):
+        summary = next(m for m in messages if m.startswith(f"{stage}:"))
+        assert re.search(r"(\d+) batches \(\1 already done\)", summary), summary
+    assert run.read_bytes("cluster.json") == before["cluster.json"]
+    assert run.read_bytes("model/model.pt") == before["model/model.pt"]
+
+    # other data on a finished run: refused before any work, the run left as it was
+    _upload(sample_dir / "sample_part_0", "data", "other/part")
+    with pytest.raises(ValueError, match="other inputs"):
+        run_pipeline(PipelineConfig(out=out, data=("s3://data/other",), image_size=64,
+                                    epochs=1), log=lambda _: None)
+    # other training settings on a finished run: refused
+    with pytest.raises(ValueError, match="epochs=1 then, 2 now"):
+        run_pipeline(PipelineConfig(out=out, data=("s3://data/sample",), image_size=64,
+                                    epochs=2), log=lambda _: None)
+    assert run.read_bytes("model/model.pt") == before["model/model.pt"]
+
+
+def test_the_builtin_sample_is_written_into_an_s3_run_directory(s3_endpoint):
+    from deepfake_lib.sample import PART_NAME
+
+    run = RunDir("s3://runs/with_sample")
+    where = write_builtin_sample(run)
+    assert where == "s3://runs/with_sample/sample_data"
+    names = run.list(f"sample_data/{PART_NAME}")
+    metadata = json.loads(run.read_bytes(f"sample_data/{PART_NAME}/metadata.json"))
+    assert sorted(metadata) == sorted(n for n in names if n.endswith(".mp4")) and metadata
+    assert write_builtin_sample(run) == where  # there already: not written again
 
 
 def _crops(run: RunDir, splits: dict[str, str]) -> None:
@@ -62,12 +94,8 @@ def test_held_out_videos_are_those_of_people_never_trained_on(tmp_path):
     assert held_out_videos(run) == ()
 
 
-def test_a_board_on_training_videos_says_so(tmp_path):
-    run = RunDir(str(tmp_path / "run"))
-    for stage in ("encode", "cluster", "prepare", "train", "score"):
-        run.write_json(f"{stage}.json", {})
-    run.write_json("leaderboard.json", {"logloss": 0.1, "count": 16, "data": "train"})
-    messages = []
-    run_pipeline(PipelineConfig(out=run.location, data=("unused",)), log=messages.append)
-    line = next(m for m in messages if m.startswith("leaderboard"))
-    assert "TRAINING videos" in line and "no measure" in line
+def test_a_board_on_training_videos_says_so():
+    line = board_line({"logloss": 0.1, "count": 16, "data": "train"})
+    assert "TRAINING videos" in line and "no measure" in line and "logloss 0.1" in line
+    assert board_line({"logloss": 0.1, "data": "validation"}).startswith(
+        "leaderboard on validation videos")

@@ -1,6 +1,7 @@
 import csv
 import dataclasses
 import json
+import shutil
 import threading
 
 import cv2
@@ -71,6 +72,19 @@ def test_every_shared_video_is_scored_once_and_the_leaderboard_is_right(tiny_mod
     again = run_score(ScoreConfig(data=(str(shared_data / "videos"),), out=str(out),
                                   model=str(tiny_model), frames=8))
     assert again.videos == 11 and (out / "submission.csv").read_bytes() == before
+
+    # another model, or other settings, on the finished scores: refused, nothing rewritten
+    other = tmp_path / "other_model"
+    shutil.copytree(tiny_model, other)
+    saved = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**saved, "temperature": 2.0}))
+    with pytest.raises(ValueError, match="another model"):
+        run_score(ScoreConfig(data=(str(shared_data / "videos"),), out=str(out),
+                              model=str(other), frames=8))
+    with pytest.raises(ValueError, match="frames=8 then, 16 now"):
+        run_score(ScoreConfig(data=(str(shared_data / "videos"),), out=str(out),
+                              model=str(tiny_model), frames=16))
+    assert (out / "submission.csv").read_bytes() == before
 
 
 @pytest.mark.ray
