@@ -9,14 +9,20 @@ parts, ``dfdc_train_part_0`` .. ``_49``). ``metadata.json`` maps file names to e
 A folder without ``metadata.json`` is a set of unlabelled media (label null). Image files
 (jpg, jpeg, png) are single-frame videos, so a folder of photos goes through the same stages.
 
+Symbolic links are followed, to files and folders alike, also where they point outside the data
+(data folders are often assembled from links); a folder reached twice (two links to it, or a
+link loop) is listed once.
+
 Nothing here raises on bad data: every oddity (malformed JSON, duplicate keys, unknown labels,
-entries whose file is missing, files the metadata does not list, duplicate video ids) becomes a
-row of :attr:`Manifest.problems` and the manifest keeps every usable video.
+entries whose file is missing, files the metadata does not list, duplicate video ids, folders or
+metadata that cannot be read) becomes a row of :attr:`Manifest.problems` (``video_id`` empty for
+a folder's problem) and the manifest keeps every usable video.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from collections import defaultdict
 from dataclasses import dataclass
@@ -131,18 +137,60 @@ def parse_metadata(text: str | bytes) -> tuple[dict[str, dict], list[tuple[str, 
     return entries, problems
 
 
-def _list_folders(root: str) -> dict[str, dict[str, pafs.FileInfo]]:
-    """Map each folder under ``root`` (itself included) to its direct children by name."""
+def _error_kind(exc: OSError) -> str:
+    """The problem kind of a folder or file that cannot be read."""
+    return "permission" if isinstance(exc, PermissionError) else "unreadable"
+
+
+def _folder_key(fs: pafs.FileSystem, path: str) -> str:
+    """What identifies a folder: its real path on a local disk (links resolved), else its path."""
+    return os.path.realpath(path) if isinstance(fs, pafs.LocalFileSystem) else path
+
+
+def _list_folders(root: str
+                  ) -> tuple[dict[str, dict[str, pafs.FileInfo]], list[tuple[str, str, str]]]:
+    """Map each folder under ``root`` (itself included) to its direct children by name.
+
+    Also returns the folders that cannot be listed, as ``(folder, kind, message)`` (kind
+    ``permission`` or ``unreadable``). Links are followed; a folder reached twice is listed once.
+    """
     fs, path = storage.resolve(root)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"data location does not exist: {root}")
     if info.type == pafs.FileType.File:
         raise NotADirectoryError(f"data location is a file, not a folder: {root}")
-    folders: dict[str, dict[str, pafs.FileInfo]] = defaultdict(dict, {path: {}})
-    for child in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
-        folders[posixpath.dirname(child.path)][posixpath.basename(child.path)] = child
-    return folders
+    folders: dict[str, dict[str, pafs.FileInfo]] = {}
+    skipped: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    pending = [path]
+    while pending:
+        folder = pending.pop()
+        key = _folder_key(fs, folder)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            children = fs.get_file_info(pafs.FileSelector(folder))
+        except OSError as exc:
+            skipped.append((folder, _error_kind(exc), f"cannot list this folder, skipped: {exc}"))
+            continue
+        folders[folder] = {posixpath.basename(child.path): child for child in children}
+        # depth first in name order, so which of two paths to one folder is listed is stable
+        pending += sorted((c.path for c in children if c.type == pafs.FileType.Directory),
+                          reverse=True)
+    return folders, skipped
+
+
+def _read_metadata(fs: pafs.FileSystem, path: str
+                   ) -> tuple[dict[str, dict], list[tuple[str, str, str]]]:
+    """:func:`parse_metadata` of the file at ``path``; one ``permission`` or ``unreadable``
+    problem, and no entries, when it cannot be read."""
+    try:
+        with fs.open_input_stream(path) as f:
+            return parse_metadata(f.read())
+    except OSError as exc:
+        return {}, [("", _error_kind(exc), f"cannot read it: {exc}")]
 
 
 def _location(root: str, root_path: str, path: str) -> str:
@@ -166,12 +214,15 @@ def build_manifest(roots: list[str] | str) -> Manifest:
     seen: dict[str, str] = {}
     for root in roots:
         fs, root_path = storage.resolve(root)
-        for folder, children in sorted(_list_folders(root).items()):
+        folders, skipped = _list_folders(root)
+        problems += [{"part": posixpath.basename(folder) or folder, "video_id": "", "kind": kind,
+                      "message": f"{_location(root, root_path, folder)}: {msg}"}
+                     for folder, kind, msg in skipped]
+        for folder, children in sorted(folders.items()):
             part = posixpath.basename(folder) or folder
             entries: dict[str, dict] = {}
             if METADATA_NAME in children and children[METADATA_NAME].type == pafs.FileType.File:
-                with fs.open_input_stream(children[METADATA_NAME].path) as f:
-                    entries, found = parse_metadata(f.read())
+                entries, found = _read_metadata(fs, children[METADATA_NAME].path)
                 where = _location(root, root_path, children[METADATA_NAME].path)
                 problems += [{"part": part, "video_id": vid, "kind": kind,
                               "message": f"{where}: {msg}"} for vid, kind, msg in found]

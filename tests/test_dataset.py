@@ -1,8 +1,14 @@
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+import deepfake_lib
+from deepfake_lib import video
 from deepfake_lib.dataset import build_manifest, parse_metadata
 
 
@@ -108,3 +114,50 @@ def test_metadata_round_trip_matches_json():
             "y.mp4": {"label": "REAL", "split": "train", "original": None}}
     entries, problems = parse_metadata(json.dumps(meta))
     assert problems == [] and entries == meta
+
+
+def test_unreadable_folder_and_metadata_are_problems_and_the_rest_is_listed(tmp_path):
+    for part, name in (("ok", "a.mp4"), ("locked", "b.mp4"), ("closed_metadata", "c.mp4")):
+        (tmp_path / part).mkdir()
+        (tmp_path / part / name).write_bytes(b"x")
+    (tmp_path / "closed_metadata" / "metadata.json").write_text('{"c.mp4": {"label": "REAL"}}')
+    locked = [tmp_path / "locked", tmp_path / "closed_metadata" / "metadata.json"]
+    code = ("import json, sys\nfrom deepfake_lib.dataset import build_manifest\n"
+            "m = build_manifest(sys.argv[1])\n"
+            "print(json.dumps([m.table.to_pylist(), m.problems.to_pylist()]))")
+    # root reads anything: drop the capabilities that let it (as the issue reproduces it)
+    drop = (["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+            if os.geteuid() == 0 else [])
+    try:
+        for path in locked:
+            path.chmod(0)
+        out = subprocess.run([*drop, sys.executable, "-c", code, str(tmp_path)],
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": str(Path(deepfake_lib.__file__)
+                                                                  .parents[1])})
+    finally:
+        for path in locked:
+            path.chmod(0o755)
+    assert out.returncode == 0, out.stderr
+    rows, problems = json.loads(out.stdout)
+    assert [r["video_id"] for r in rows] == ["c.mp4", "a.mp4"]
+    assert rows[0]["label"] is None  # its metadata could not be read
+    kinds = sorted((p["part"], p["kind"]) for p in problems)
+    assert kinds == [("closed_metadata", "not_in_metadata"), ("closed_metadata", "permission"),
+                     ("locked", "permission")]
+    assert any(str(tmp_path / "locked") in p["message"] for p in problems)
+
+
+def test_links_are_followed_and_a_folder_is_listed_once(tmp_path, shared_data):
+    data = tmp_path / "data"
+    (data / "part").mkdir(parents=True)
+    (data / "part" / "linked.mp4").symlink_to(shared_data / "videos" / "ffpp" / "004.mp4")
+    (data / "part" / "loop").symlink_to(data)  # a link back up: listed once, no duplicates
+    (data / "dfdc").symlink_to(shared_data / "videos" / "dfdc")  # a part outside the data
+    m = build_manifest(str(data))
+    rows = {r["video_id"]: r for r in m.table.to_pylist()}
+    assert rows["linked.mp4"]["exists"] and rows["linked.mp4"]["path"] == str(
+        data / "part" / "linked.mp4")
+    assert video.probe(rows["linked.mp4"]["path"]).frame_count > 0
+    assert rows["lynaeydofd.mp4"]["part"] == "dfdc" and rows["lynaeydofd.mp4"]["label"] == "REAL"
+    assert m.problems.num_rows == 0
