@@ -9,14 +9,18 @@ parts, ``dfdc_train_part_0`` .. ``_49``). ``metadata.json`` maps file names to e
 A folder without ``metadata.json`` is a set of unlabelled media (label null). Image files
 (jpg, jpeg, png) are single-frame videos, so a folder of photos goes through the same stages.
 
+Keys of ``metadata.json`` are file names inside their part: a key with a path separator (``/``
+or ``\\``), an absolute path, ``.`` or ``..`` is a ``bad_name`` problem and is never opened.
+
 Symbolic links are followed, to files and folders alike, also where they point outside the data
 (data folders are often assembled from links); a folder reached twice (two links to it, or a
 link loop) is listed once.
 
 Nothing here raises on bad data: every oddity (malformed JSON, duplicate keys, unknown labels,
-entries whose file is missing, files the metadata does not list, duplicate video ids, folders or
-metadata that cannot be read) becomes a row of :attr:`Manifest.problems` (``video_id`` empty for
-a folder's problem) and the manifest keeps every usable video.
+keys that are not file names, entries whose file is missing, files the metadata does not list,
+duplicate video ids, folders or metadata that cannot be read) becomes a row of
+:attr:`Manifest.problems` (``video_id`` empty for a folder's problem) and the manifest keeps
+every usable video.
 """
 
 from __future__ import annotations
@@ -90,6 +94,11 @@ def media_kind(name: str) -> str | None:
     return None
 
 
+def is_file_name(name: str) -> bool:
+    """True for a plain file name: not empty, not ``.`` or ``..``, no ``/``, ``\\`` or NUL."""
+    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
 def parse_metadata(text: str | bytes) -> tuple[dict[str, dict], list[tuple[str, str, str]]]:
     """Parse a DFDC ``metadata.json``.
 
@@ -118,6 +127,10 @@ def parse_metadata(text: str | bytes) -> tuple[dict[str, dict], list[tuple[str, 
 
     entries: dict[str, dict] = {}
     for name, entry in raw.items():
+        if not is_file_name(name):
+            problems.append((name, "bad_name", f"{name!r} is not a file name in this folder "
+                             "(keys are names, without a path); ignored"))
+            continue
         if not isinstance(entry, dict):
             problems.append((name, "bad_entry", f"entry is {type(entry).__name__}, not an object"))
             entry = {}

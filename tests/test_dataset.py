@@ -148,6 +148,31 @@ def test_unreadable_folder_and_metadata_are_problems_and_the_rest_is_listed(tmp_
     assert any(str(tmp_path / "locked") in p["message"] for p in problems)
 
 
+@pytest.mark.parametrize("key", ["../a.mp4", "/etc/a.mp4", "sub/a.mp4", "sub\\a.mp4", "..", ".",
+                                 ""])
+def test_metadata_keys_are_file_names(key):
+    entries, problems = parse_metadata(json.dumps({key: {"label": "REAL"}}))
+    assert entries == {} and [p[1] for p in problems] == ["bad_name"]
+
+
+def test_metadata_keys_with_a_path_are_never_listed(tmp_path, shared_data):
+    data = tmp_path / "data"
+    part = data / "part"
+    (part / "sub").mkdir(parents=True)
+    real = shared_data / "videos" / "ffpp" / "004.mp4"
+    for path in (tmp_path / "outside.mp4", part / "a.mp4", part / "sub" / "in_sub.mp4"):
+        shutil.copy(real, path)
+    (part / "metadata.json").write_text(json.dumps({
+        "a.mp4": {"label": "REAL"}, "../../outside.mp4": {"label": "REAL"},
+        str(tmp_path / "outside.mp4"): {"label": "REAL"}, "sub/in_sub.mp4": {"label": "FAKE"}}))
+    m = build_manifest(str(data))
+    rows = {r["video_id"]: r for r in m.table.to_pylist()}
+    assert sorted(rows) == ["a.mp4", "in_sub.mp4"]  # the file in sub/ once, from its own part
+    assert rows["in_sub.mp4"]["part"] == "sub" and rows["in_sub.mp4"]["label"] is None
+    assert all(r["exists"] and r["path"].startswith(str(data)) for r in rows.values())
+    assert _kinds(m) == ["bad_name"] * 3
+
+
 def test_links_are_followed_and_a_folder_is_listed_once(tmp_path, shared_data):
     data = tmp_path / "data"
     (data / "part").mkdir(parents=True)
