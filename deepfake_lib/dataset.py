@@ -14,11 +14,13 @@ or ``\\``), an absolute path, ``.`` or ``..`` is a ``bad_name`` problem and is n
 
 Symbolic links are followed, to files and folders alike, also where they point outside the data
 (data folders are often assembled from links); a folder reached twice (two links to it, or a
-link loop) is listed once.
+link loop) is listed once. A broken link to a media file is a row with ``exists`` False and a
+``missing_file`` problem, as is a metadata entry whose file is missing, so later stages report
+it ``missing``.
 
 Nothing here raises on bad data: every oddity (malformed JSON, duplicate keys, unknown labels,
-keys that are not file names, entries whose file is missing, files the metadata does not list,
-duplicate video ids, folders or metadata that cannot be read) becomes a row of
+keys that are not file names, entries whose file is missing, broken links, files the metadata
+does not list, duplicate video ids, folders or metadata that cannot be read) becomes a row of
 :attr:`Manifest.problems` (``video_id`` empty for a folder's problem) and the manifest keeps
 every usable video.
 """
@@ -160,6 +162,14 @@ def _folder_key(fs: pafs.FileSystem, path: str) -> str:
     return os.path.realpath(path) if isinstance(fs, pafs.LocalFileSystem) else path
 
 
+def _broken_links(folder: str) -> list[pafs.FileInfo]:
+    """The links in the local ``folder`` whose target does not exist, as ``NotFound`` entries
+    (``pyarrow.fs`` leaves them out of a listing)."""
+    with os.scandir(folder) as entries:
+        return [pafs.FileInfo(entry.path, type=pafs.FileType.NotFound) for entry in entries
+                if entry.is_symlink() and not os.path.exists(entry.path)]
+
+
 def _list_folders(root: str
                   ) -> tuple[dict[str, dict[str, pafs.FileInfo]], list[tuple[str, str, str]]]:
     """Map each folder under ``root`` (itself included) to its direct children by name.
@@ -185,6 +195,8 @@ def _list_folders(root: str
         seen.add(key)
         try:
             children = fs.get_file_info(pafs.FileSelector(folder))
+            if isinstance(fs, pafs.LocalFileSystem):
+                children += _broken_links(folder)
         except OSError as exc:
             skipped.append((folder, _error_kind(exc), f"cannot list this folder, skipped: {exc}"))
             continue
@@ -204,6 +216,17 @@ def _read_metadata(fs: pafs.FileSystem, path: str
             return parse_metadata(f.read())
     except OSError as exc:
         return {}, [("", _error_kind(exc), f"cannot read it: {exc}")]
+
+
+def _missing_message(folder: str, name: str, info: pafs.FileInfo | None) -> str:
+    """Why ``name`` of ``folder`` has no file: not there (``info`` None) or a broken link."""
+    if info is None:
+        return f"metadata.json of {folder} lists {name}, but the file is not there"
+    try:
+        target = os.readlink(info.path)
+    except OSError:
+        target = "nothing"
+    return f"{info.path} is a link to {target}, which does not exist"
 
 
 def _location(root: str, root_path: str, path: str) -> str:
@@ -248,11 +271,10 @@ def build_manifest(roots: list[str] | str) -> Manifest:
                         problems.append({"part": part, "video_id": name, "kind": "not_in_metadata",
                                          "message": f"{name} is in {folder} but not in its "
                                          "metadata.json; treated as unlabelled"})
-                exists = name in media
+                exists = name in media and media[name].type != pafs.FileType.NotFound
                 if not exists:
                     problems.append({"part": part, "video_id": name, "kind": "missing_file",
-                                     "message": f"metadata.json of {folder} lists {name}, "
-                                     "but the file is not there"})
+                                     "message": _missing_message(folder, name, media.get(name))})
                 if name in seen:
                     problems.append({"part": part, "video_id": name, "kind": "duplicate_id",
                                      "message": f"{name} is in both {seen[name]} and {folder}; "

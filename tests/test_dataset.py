@@ -173,6 +173,29 @@ def test_metadata_keys_with_a_path_are_never_listed(tmp_path, shared_data):
     assert _kinds(m) == ["bad_name"] * 3
 
 
+def test_broken_link_is_a_missing_row(tmp_path, shared_data):
+    clips = tmp_path / "clips"  # no metadata.json
+    labelled = tmp_path / "labelled"
+    for part in (clips, labelled):
+        part.mkdir()
+        (part / f"{part.name}_good.mp4").symlink_to(shared_data / "videos" / "ffpp" / "004.mp4")
+        (part / f"{part.name}_broken.mp4").symlink_to(tmp_path / "deleted.mp4")
+    (labelled / "metadata.json").write_text(json.dumps({
+        "labelled_good.mp4": {"label": "REAL"}, "labelled_broken.mp4": {"label": "REAL"}}))
+    m = build_manifest(str(tmp_path))
+    rows = m.table.to_pylist()
+    assert [(r["video_id"], r["exists"]) for r in rows] == [
+        ("clips_broken.mp4", False), ("clips_good.mp4", True),
+        ("labelled_broken.mp4", False), ("labelled_good.mp4", True)]
+    # one problem each, naming the link's target, and later stages call it missing
+    assert [(p["part"], p["kind"]) for p in m.problems.to_pylist()] == [
+        ("clips", "missing_file"), ("labelled", "missing_file")]
+    assert all("deleted.mp4" in msg for msg in m.problems.column("message").to_pylist())
+    with pytest.raises(video.VideoError) as err:
+        video.probe(rows[0]["path"])
+    assert err.value.kind == "missing"
+
+
 def test_links_are_followed_and_a_folder_is_listed_once(tmp_path, shared_data):
     data = tmp_path / "data"
     (data / "part").mkdir(parents=True)
