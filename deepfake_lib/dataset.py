@@ -18,11 +18,15 @@ link loop) is listed once. A broken link to a media file is a row with ``exists`
 ``missing_file`` problem, as is a metadata entry whose file is missing, so later stages report
 it ``missing``.
 
+The run directory (``exclude``) is never listed when found below a data root: its figures and
+thumbnails are not input photos. A data root inside the run directory is listed (the pipeline
+writes its built-in sample there).
+
 Nothing here raises on bad data: every oddity (malformed JSON, duplicate keys, unknown labels,
 keys that are not file names, entries whose file is missing, broken links, files the metadata
-does not list, duplicate video ids, folders or metadata that cannot be read) becomes a row of
-:attr:`Manifest.problems` (``video_id`` empty for a folder's problem) and the manifest keeps
-every usable video.
+does not list, duplicate video ids, folders or metadata that cannot be read, the run directory
+inside the data) becomes a row of :attr:`Manifest.problems` (``video_id`` empty for a folder's
+problem) and the manifest keeps every usable video.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import json
 import os
 import posixpath
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -162,6 +167,15 @@ def _folder_key(fs: pafs.FileSystem, path: str) -> str:
     return os.path.realpath(path) if isinstance(fs, pafs.LocalFileSystem) else path
 
 
+def _excluded_keys(root: str, fs: pafs.FileSystem, exclude: Sequence[str]) -> set[str]:
+    """The :func:`_folder_key` of each location of ``exclude`` on the file system of ``root``
+    (local paths for a local root; URIs of the same scheme for a URI)."""
+    if not storage.is_uri(root):
+        return {_folder_key(fs, storage.resolve(e)[1]) for e in exclude if not storage.is_uri(e)}
+    scheme = root.split("://", 1)[0] + "://"
+    return {e[len(scheme):].rstrip("/") for e in exclude if e.startswith(scheme)}
+
+
 def _broken_links(folder: str) -> list[pafs.FileInfo]:
     """The links in the local ``folder`` whose target does not exist, as ``NotFound`` entries
     (``pyarrow.fs`` leaves them out of a listing)."""
@@ -170,12 +184,13 @@ def _broken_links(folder: str) -> list[pafs.FileInfo]:
                 if entry.is_symlink() and not os.path.exists(entry.path)]
 
 
-def _list_folders(root: str
+def _list_folders(root: str, exclude: Sequence[str] = ()
                   ) -> tuple[dict[str, dict[str, pafs.FileInfo]], list[tuple[str, str, str]]]:
     """Map each folder under ``root`` (itself included) to its direct children by name.
 
-    Also returns the folders that cannot be listed, as ``(folder, kind, message)`` (kind
-    ``permission`` or ``unreadable``). Links are followed; a folder reached twice is listed once.
+    Also returns the folders not listed, as ``(folder, kind, message)``: ``permission`` or
+    ``unreadable`` (listing failed), ``run_directory`` (a location of ``exclude``; nothing
+    below it is listed either). Links are followed; a folder reached twice is listed once.
     """
     fs, path = storage.resolve(root)
     info = fs.get_file_info(path)
@@ -183,6 +198,7 @@ def _list_folders(root: str
         raise FileNotFoundError(f"data location does not exist: {root}")
     if info.type == pafs.FileType.File:
         raise NotADirectoryError(f"data location is a file, not a folder: {root}")
+    excluded = _excluded_keys(root, fs, exclude)
     folders: dict[str, dict[str, pafs.FileInfo]] = {}
     skipped: list[tuple[str, str, str]] = []
     seen: set[str] = set()
@@ -193,6 +209,10 @@ def _list_folders(root: str
         if key in seen:
             continue
         seen.add(key)
+        if key in excluded:
+            skipped.append((folder, "run_directory", "the run directory (--out) is inside the "
+                            "data; its outputs are not input, so it is skipped"))
+            continue
         try:
             children = fs.get_file_info(pafs.FileSelector(folder))
             if isinstance(fs, pafs.LocalFileSystem):
@@ -237,10 +257,11 @@ def _location(root: str, root_path: str, path: str) -> str:
     return f"{scheme}://{path}"
 
 
-def build_manifest(roots: list[str] | str) -> Manifest:
+def build_manifest(roots: list[str] | str, exclude: Sequence[str] = ()) -> Manifest:
     """Find every part under ``roots`` (local folders or URIs) and list its media.
 
-    Raises only when a root itself does not exist or is a file; everything inside becomes
+    ``exclude`` holds locations never listed (the run directory, ``--out``) when found below a
+    root. Raises only when a root itself does not exist or is a file; everything inside becomes
     manifest rows or problems. Rows are sorted by folder, then file name.
     """
     if isinstance(roots, str):
@@ -250,7 +271,7 @@ def build_manifest(roots: list[str] | str) -> Manifest:
     seen: dict[str, str] = {}
     for root in roots:
         fs, root_path = storage.resolve(root)
-        folders, skipped = _list_folders(root)
+        folders, skipped = _list_folders(root, exclude)
         problems += [{"part": posixpath.basename(folder) or folder, "video_id": "", "kind": kind,
                       "message": f"{_location(root, root_path, folder)}: {msg}"}
                      for folder, kind, msg in skipped]

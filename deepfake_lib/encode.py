@@ -250,7 +250,7 @@ def run_encode(config: EncodeConfig, faults: Faults = NO_FAULTS) -> EncodeSummar
     init_ray()
     start = time.monotonic()
     run = RunDir(config.out)
-    manifest = build_manifest(list(config.data))
+    manifest = build_manifest(list(config.data), exclude=[config.out])
     if manifest.problems.num_rows:
         run.write_parquet("manifest_problems.parquet", manifest.problems)
     planned = plan_batches(manifest.table, config)

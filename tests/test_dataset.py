@@ -209,3 +209,47 @@ def test_links_are_followed_and_a_folder_is_listed_once(tmp_path, shared_data):
     assert video.probe(rows["linked.mp4"]["path"]).frame_count > 0
     assert rows["lynaeydofd.mp4"]["part"] == "dfdc" and rows["lynaeydofd.mp4"]["label"] == "REAL"
     assert m.problems.num_rows == 0
+
+
+def test_run_directory_inside_the_data_is_skipped(tmp_path, shared_data):
+    data = tmp_path / "data"
+    (data / "part").mkdir(parents=True)
+    shutil.copy(shared_data / "videos" / "ffpp" / "004.mp4", data / "part" / "004.mp4")
+    run = data / "run"
+    (run / "figures").mkdir(parents=True)
+    shutil.copy(shared_data / "faces" / "soccer" / "00000000.jpg", run / "figures" / "pca.jpg")
+    shutil.copy(shared_data / "faces" / "soccer" / "00000001.jpg", run / "thumb.jpg")
+    m = build_manifest(str(data), exclude=[str(data / "part" / ".." / "run")])
+    assert m.table.column("video_id").to_pylist() == ["004.mp4"]
+    assert _kinds(m) == ["run_directory"]
+    assert str(run) in m.problems.column("message")[0].as_py()
+    # without it, the run's outputs are input photos
+    assert build_manifest(str(data)).table.num_rows == 3
+    # a data root inside the run directory (the pipeline's built-in sample) is listed
+    assert build_manifest(str(run / "figures"), exclude=[str(run)]).table.num_rows == 1
+
+
+def test_run_directory_inside_data_on_s3_is_skipped(s3_endpoint):
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    for key in ("skip_run/part/a.mp4", "skip_run/run1/figures/pca.png", "skip_run/run1/t.jpg"):
+        client.put_object(Bucket="data", Key=key, Body=b"x")
+    m = build_manifest("s3://data/skip_run", exclude=["s3://data/skip_run/run1/", "/tmp"])
+    assert m.table.column("path").to_pylist() == ["s3://data/skip_run/part/a.mp4"]
+    assert _kinds(m) == ["run_directory"]
+    assert m.problems.column("message")[0].as_py().startswith("s3://data/skip_run/run1:")
+
+
+def test_prepare_does_not_take_its_run_directory_for_data(tmp_path, shared_data):
+    from deepfake_lib.prepare import PrepareConfig, make_plan
+    from deepfake_lib.storage import RunDir
+
+    data = tmp_path / "data"
+    (data / "part").mkdir(parents=True)
+    shutil.copy(shared_data / "faces" / "soccer" / "00000000.jpg", data / "part" / "face.jpg")
+    out = data / "run"
+    (out / "figures").mkdir(parents=True)
+    shutil.copy(shared_data / "faces" / "soccer" / "00000001.jpg", out / "figures" / "pca.jpg")
+    plan, errors = make_plan(RunDir(str(out)), PrepareConfig(data=(str(data),), out=str(out)))
+    assert plan.column("video_id").to_pylist() == ["face.jpg"] and errors == []
