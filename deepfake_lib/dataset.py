@@ -9,16 +9,33 @@ parts, ``dfdc_train_part_0`` .. ``_49``). ``metadata.json`` maps file names to e
 A folder without ``metadata.json`` is a set of unlabelled media (label null). Image files
 (jpg, jpeg, png) are single-frame videos, so a folder of photos goes through the same stages.
 
+Keys of ``metadata.json`` are file names inside their part: a key with a path separator (``/``
+or ``\\``), an absolute path, ``.`` or ``..`` is a ``bad_name`` problem and is never opened.
+
+Symbolic links are followed, to files and folders alike, also where they point outside the data
+(data folders are often assembled from links); a folder reached twice (two links to it, or a
+link loop) is listed once. A broken link to a media file is a row with ``exists`` False and a
+``missing_file`` problem, as is a metadata entry whose file is missing, so later stages report
+it ``missing``.
+
+The run directory (``exclude``) is never listed when found below a data root: its figures and
+thumbnails are not input photos. A data root inside the run directory is listed (the pipeline
+writes its built-in sample there).
+
 Nothing here raises on bad data: every oddity (malformed JSON, duplicate keys, unknown labels,
-entries whose file is missing, files the metadata does not list, duplicate video ids) becomes a
-row of :attr:`Manifest.problems` and the manifest keeps every usable video.
+keys that are not file names, entries whose file is missing, broken links, files the metadata
+does not list, duplicate video ids, folders or metadata that cannot be read, the run directory
+inside the data) becomes a row of :attr:`Manifest.problems` (``video_id`` empty for a folder's
+problem) and the manifest keeps every usable video.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -84,6 +101,11 @@ def media_kind(name: str) -> str | None:
     return None
 
 
+def is_file_name(name: str) -> bool:
+    """True for a plain file name: not empty, not ``.`` or ``..``, no ``/``, ``\\`` or NUL."""
+    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
 def parse_metadata(text: str | bytes) -> tuple[dict[str, dict], list[tuple[str, str, str]]]:
     """Parse a DFDC ``metadata.json``.
 
@@ -112,6 +134,10 @@ def parse_metadata(text: str | bytes) -> tuple[dict[str, dict], list[tuple[str, 
 
     entries: dict[str, dict] = {}
     for name, entry in raw.items():
+        if not is_file_name(name):
+            problems.append((name, "bad_name", f"{name!r} is not a file name in this folder "
+                             "(keys are names, without a path); ignored"))
+            continue
         if not isinstance(entry, dict):
             problems.append((name, "bad_entry", f"entry is {type(entry).__name__}, not an object"))
             entry = {}
@@ -131,18 +157,96 @@ def parse_metadata(text: str | bytes) -> tuple[dict[str, dict], list[tuple[str, 
     return entries, problems
 
 
-def _list_folders(root: str) -> dict[str, dict[str, pafs.FileInfo]]:
-    """Map each folder under ``root`` (itself included) to its direct children by name."""
+def _error_kind(exc: OSError) -> str:
+    """The problem kind of a folder or file that cannot be read."""
+    return "permission" if isinstance(exc, PermissionError) else "unreadable"
+
+
+def _folder_key(fs: pafs.FileSystem, path: str) -> str:
+    """What identifies a folder: its real path on a local disk (links resolved), else its path."""
+    return os.path.realpath(path) if isinstance(fs, pafs.LocalFileSystem) else path
+
+
+def _excluded_keys(root: str, fs: pafs.FileSystem, exclude: Sequence[str]) -> set[str]:
+    """The :func:`_folder_key` of each location of ``exclude`` on the file system of ``root``
+    (local paths for a local root; URIs of the same scheme for a URI)."""
+    if not storage.is_uri(root):
+        return {_folder_key(fs, storage.resolve(e)[1]) for e in exclude if not storage.is_uri(e)}
+    scheme = root.split("://", 1)[0] + "://"
+    return {e[len(scheme):].rstrip("/") for e in exclude if e.startswith(scheme)}
+
+
+def _broken_links(folder: str) -> list[pafs.FileInfo]:
+    """The links in the local ``folder`` whose target does not exist, as ``NotFound`` entries
+    (``pyarrow.fs`` leaves them out of a listing)."""
+    with os.scandir(folder) as entries:
+        return [pafs.FileInfo(entry.path, type=pafs.FileType.NotFound) for entry in entries
+                if entry.is_symlink() and not os.path.exists(entry.path)]
+
+
+def _list_folders(root: str, exclude: Sequence[str] = ()
+                  ) -> tuple[dict[str, dict[str, pafs.FileInfo]], list[tuple[str, str, str]]]:
+    """Map each folder under ``root`` (itself included) to its direct children by name.
+
+    Also returns the folders not listed, as ``(folder, kind, message)``: ``permission`` or
+    ``unreadable`` (listing failed), ``run_directory`` (a location of ``exclude``; nothing
+    below it is listed either). Links are followed; a folder reached twice is listed once.
+    """
     fs, path = storage.resolve(root)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"data location does not exist: {root}")
     if info.type == pafs.FileType.File:
         raise NotADirectoryError(f"data location is a file, not a folder: {root}")
-    folders: dict[str, dict[str, pafs.FileInfo]] = defaultdict(dict, {path: {}})
-    for child in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
-        folders[posixpath.dirname(child.path)][posixpath.basename(child.path)] = child
-    return folders
+    excluded = _excluded_keys(root, fs, exclude)
+    folders: dict[str, dict[str, pafs.FileInfo]] = {}
+    skipped: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    pending = [path]
+    while pending:
+        folder = pending.pop()
+        key = _folder_key(fs, folder)
+        if key in seen:
+            continue
+        seen.add(key)
+        if key in excluded:
+            skipped.append((folder, "run_directory", "the run directory (--out) is inside the "
+                            "data; its outputs are not input, so it is skipped"))
+            continue
+        try:
+            children = fs.get_file_info(pafs.FileSelector(folder))
+            if isinstance(fs, pafs.LocalFileSystem):
+                children += _broken_links(folder)
+        except OSError as exc:
+            skipped.append((folder, _error_kind(exc), f"cannot list this folder, skipped: {exc}"))
+            continue
+        folders[folder] = {posixpath.basename(child.path): child for child in children}
+        # depth first in name order, so which of two paths to one folder is listed is stable
+        pending += sorted((c.path for c in children if c.type == pafs.FileType.Directory),
+                          reverse=True)
+    return folders, skipped
+
+
+def _read_metadata(fs: pafs.FileSystem, path: str
+                   ) -> tuple[dict[str, dict], list[tuple[str, str, str]]]:
+    """:func:`parse_metadata` of the file at ``path``; one ``permission`` or ``unreadable``
+    problem, and no entries, when it cannot be read."""
+    try:
+        with fs.open_input_stream(path) as f:
+            return parse_metadata(f.read())
+    except OSError as exc:
+        return {}, [("", _error_kind(exc), f"cannot read it: {exc}")]
+
+
+def _missing_message(folder: str, name: str, info: pafs.FileInfo | None) -> str:
+    """Why ``name`` of ``folder`` has no file: not there (``info`` None) or a broken link."""
+    if info is None:
+        return f"metadata.json of {folder} lists {name}, but the file is not there"
+    try:
+        target = os.readlink(info.path)
+    except OSError:
+        target = "nothing"
+    return f"{info.path} is a link to {target}, which does not exist"
 
 
 def _location(root: str, root_path: str, path: str) -> str:
@@ -153,10 +257,11 @@ def _location(root: str, root_path: str, path: str) -> str:
     return f"{scheme}://{path}"
 
 
-def build_manifest(roots: list[str] | str) -> Manifest:
+def build_manifest(roots: list[str] | str, exclude: Sequence[str] = ()) -> Manifest:
     """Find every part under ``roots`` (local folders or URIs) and list its media.
 
-    Raises only when a root itself does not exist or is a file; everything inside becomes
+    ``exclude`` holds locations never listed (the run directory, ``--out``) when found below a
+    root. Raises only when a root itself does not exist or is a file; everything inside becomes
     manifest rows or problems. Rows are sorted by folder, then file name.
     """
     if isinstance(roots, str):
@@ -166,12 +271,15 @@ def build_manifest(roots: list[str] | str) -> Manifest:
     seen: dict[str, str] = {}
     for root in roots:
         fs, root_path = storage.resolve(root)
-        for folder, children in sorted(_list_folders(root).items()):
+        folders, skipped = _list_folders(root, exclude)
+        problems += [{"part": posixpath.basename(folder) or folder, "video_id": "", "kind": kind,
+                      "message": f"{_location(root, root_path, folder)}: {msg}"}
+                     for folder, kind, msg in skipped]
+        for folder, children in sorted(folders.items()):
             part = posixpath.basename(folder) or folder
             entries: dict[str, dict] = {}
             if METADATA_NAME in children and children[METADATA_NAME].type == pafs.FileType.File:
-                with fs.open_input_stream(children[METADATA_NAME].path) as f:
-                    entries, found = parse_metadata(f.read())
+                entries, found = _read_metadata(fs, children[METADATA_NAME].path)
                 where = _location(root, root_path, children[METADATA_NAME].path)
                 problems += [{"part": part, "video_id": vid, "kind": kind,
                               "message": f"{where}: {msg}"} for vid, kind, msg in found]
@@ -184,11 +292,10 @@ def build_manifest(roots: list[str] | str) -> Manifest:
                         problems.append({"part": part, "video_id": name, "kind": "not_in_metadata",
                                          "message": f"{name} is in {folder} but not in its "
                                          "metadata.json; treated as unlabelled"})
-                exists = name in media
+                exists = name in media and media[name].type != pafs.FileType.NotFound
                 if not exists:
                     problems.append({"part": part, "video_id": name, "kind": "missing_file",
-                                     "message": f"metadata.json of {folder} lists {name}, "
-                                     "but the file is not there"})
+                                     "message": _missing_message(folder, name, media.get(name))})
                 if name in seen:
                     problems.append({"part": part, "video_id": name, "kind": "duplicate_id",
                                      "message": f"{name} is in both {seen[name]} and {folder}; "

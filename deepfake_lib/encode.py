@@ -99,15 +99,16 @@ class EncodeSummary:
     batches: int = 0
     batches_skipped: int = 0
     seconds: float = 0.0
-    problems: int = 0
+    problems: dict[str, int] = field(default_factory=dict)  # manifest problems by kind
 
     def text(self) -> str:
         rate = self.videos / self.seconds if self.seconds else 0.0
         errors = ", ".join(f"{n} {k}" for k, n in sorted(self.errors.items())) or "none"
+        problems = ", ".join(f"{n} {k}" for k, n in sorted(self.problems.items())) or "none"
         return (f"encode: {self.videos} videos, {self.encoded} with faces, {self.faces} faces; "
                 f"errors: {errors}; {self.batches} batches ({self.batches_skipped} already done); "
                 f"{format_seconds(self.seconds)} ({rate:.2f} videos/s); "
-                f"manifest problems: {self.problems}; output in {self.out}")
+                f"manifest problems: {problems}; output in {self.out}")
 
 
 def plan_batches(manifest: pa.Table, config: EncodeConfig) -> list[tuple[str, pa.Table]]:
@@ -251,7 +252,7 @@ def run_encode(config: EncodeConfig, faults: Faults = NO_FAULTS) -> EncodeSummar
     init_ray()
     start = time.monotonic()
     run = RunDir(config.out)
-    manifest = build_manifest(list(config.data))
+    manifest = build_manifest(list(config.data), exclude=[config.out])
     if manifest.problems.num_rows:
         run.write_parquet("manifest_problems.parquet", manifest.problems)
     planned = plan_batches(manifest.table, config)
@@ -268,7 +269,7 @@ def run_encode(config: EncodeConfig, faults: Faults = NO_FAULTS) -> EncodeSummar
     _write_manifest(run, manifest.table)
     summary = _summarise(run, EncodeSummary(
         out=run.location, batches=len(planned), batches_skipped=len(done),
-        problems=manifest.problems.num_rows))
+        problems=dict(Counter(manifest.problems.column("kind").to_pylist()))))
     summary.seconds = time.monotonic() - start
     records.write(run, "encode", config, summary=summary)
     return summary

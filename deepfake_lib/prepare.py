@@ -133,8 +133,8 @@ def assign_splits(groups: list[str], val_fraction: float) -> dict[str, str]:
 def make_plan(run: RunDir, config: PrepareConfig) -> tuple[pa.Table, list[dict]]:
     """The units of work (:data:`PLAN_SCHEMA`) and the error rows of fakes that cannot be
     paired (their original is absent)."""
-    manifest = {r["video_id"]: r for r in build_manifest(list(config.data)).table.to_pylist()
-                if r["exists"]}
+    listed = build_manifest(list(config.data), exclude=[config.out]).table.to_pylist()
+    manifest = {r["video_id"]: r for r in listed if r["exists"]}
     if run.exists("subset.parquet"):
         chosen = {r["video_id"]: r for r in run.read_parquet("subset.parquet").to_pylist()}
         cluster_of = {v: (r["cluster"] if r["cluster"] is not None else -1)

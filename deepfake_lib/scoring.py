@@ -258,7 +258,7 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
         model_dir = RunDir(model_dir).location
     if not storage.exists(storage.join(model_dir, "config.json")):
         raise FileNotFoundError(f"no trained model in {model_dir}: run jobs/train.py first")
-    manifest = build_manifest(list(config.data)).table
+    manifest = build_manifest(list(config.data), exclude=[config.out]).table
     if config.videos:
         missing = set(config.videos) - set(manifest.column("video_id").to_pylist())
         if missing:

@@ -1,8 +1,14 @@
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+import deepfake_lib
+from deepfake_lib import video
 from deepfake_lib.dataset import build_manifest, parse_metadata
 
 
@@ -108,3 +114,142 @@ def test_metadata_round_trip_matches_json():
             "y.mp4": {"label": "REAL", "split": "train", "original": None}}
     entries, problems = parse_metadata(json.dumps(meta))
     assert problems == [] and entries == meta
+
+
+def test_unreadable_folder_and_metadata_are_problems_and_the_rest_is_listed(tmp_path):
+    for part, name in (("ok", "a.mp4"), ("locked", "b.mp4"), ("closed_metadata", "c.mp4")):
+        (tmp_path / part).mkdir()
+        (tmp_path / part / name).write_bytes(b"x")
+    (tmp_path / "closed_metadata" / "metadata.json").write_text('{"c.mp4": {"label": "REAL"}}')
+    locked = [tmp_path / "locked", tmp_path / "closed_metadata" / "metadata.json"]
+    code = ("import json, sys\nfrom deepfake_lib.dataset import build_manifest\n"
+            "m = build_manifest(sys.argv[1])\n"
+            "print(json.dumps([m.table.to_pylist(), m.problems.to_pylist()]))")
+    # root reads anything: drop the capabilities that let it (as the issue reproduces it)
+    drop = (["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+            if os.geteuid() == 0 else [])
+    try:
+        for path in locked:
+            path.chmod(0)
+        out = subprocess.run([*drop, sys.executable, "-c", code, str(tmp_path)],
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": str(Path(deepfake_lib.__file__)
+                                                                  .parents[1])})
+    finally:
+        for path in locked:
+            path.chmod(0o755)
+    assert out.returncode == 0, out.stderr
+    rows, problems = json.loads(out.stdout)
+    assert [r["video_id"] for r in rows] == ["c.mp4", "a.mp4"]
+    assert rows[0]["label"] is None  # its metadata could not be read
+    kinds = sorted((p["part"], p["kind"]) for p in problems)
+    assert kinds == [("closed_metadata", "not_in_metadata"), ("closed_metadata", "permission"),
+                     ("locked", "permission")]
+    assert any(str(tmp_path / "locked") in p["message"] for p in problems)
+
+
+@pytest.mark.parametrize("key", ["../a.mp4", "/etc/a.mp4", "sub/a.mp4", "sub\\a.mp4", "..", ".",
+                                 ""])
+def test_metadata_keys_are_file_names(key):
+    entries, problems = parse_metadata(json.dumps({key: {"label": "REAL"}}))
+    assert entries == {} and [p[1] for p in problems] == ["bad_name"]
+
+
+def test_metadata_keys_with_a_path_are_never_listed(tmp_path, shared_data):
+    data = tmp_path / "data"
+    part = data / "part"
+    (part / "sub").mkdir(parents=True)
+    real = shared_data / "videos" / "ffpp" / "004.mp4"
+    for path in (tmp_path / "outside.mp4", part / "a.mp4", part / "sub" / "in_sub.mp4"):
+        shutil.copy(real, path)
+    (part / "metadata.json").write_text(json.dumps({
+        "a.mp4": {"label": "REAL"}, "../../outside.mp4": {"label": "REAL"},
+        str(tmp_path / "outside.mp4"): {"label": "REAL"}, "sub/in_sub.mp4": {"label": "FAKE"}}))
+    m = build_manifest(str(data))
+    rows = {r["video_id"]: r for r in m.table.to_pylist()}
+    assert sorted(rows) == ["a.mp4", "in_sub.mp4"]  # the file in sub/ once, from its own part
+    assert rows["in_sub.mp4"]["part"] == "sub" and rows["in_sub.mp4"]["label"] is None
+    assert all(r["exists"] and r["path"].startswith(str(data)) for r in rows.values())
+    assert _kinds(m) == ["bad_name"] * 3
+
+
+def test_broken_link_is_a_missing_row(tmp_path, shared_data):
+    clips = tmp_path / "clips"  # no metadata.json
+    labelled = tmp_path / "labelled"
+    for part in (clips, labelled):
+        part.mkdir()
+        (part / f"{part.name}_good.mp4").symlink_to(shared_data / "videos" / "ffpp" / "004.mp4")
+        (part / f"{part.name}_broken.mp4").symlink_to(tmp_path / "deleted.mp4")
+    (labelled / "metadata.json").write_text(json.dumps({
+        "labelled_good.mp4": {"label": "REAL"}, "labelled_broken.mp4": {"label": "REAL"}}))
+    m = build_manifest(str(tmp_path))
+    rows = m.table.to_pylist()
+    assert [(r["video_id"], r["exists"]) for r in rows] == [
+        ("clips_broken.mp4", False), ("clips_good.mp4", True),
+        ("labelled_broken.mp4", False), ("labelled_good.mp4", True)]
+    # one problem each, naming the link's target, and later stages call it missing
+    assert [(p["part"], p["kind"]) for p in m.problems.to_pylist()] == [
+        ("clips", "missing_file"), ("labelled", "missing_file")]
+    assert all("deleted.mp4" in msg for msg in m.problems.column("message").to_pylist())
+    with pytest.raises(video.VideoError) as err:
+        video.probe(rows[0]["path"])
+    assert err.value.kind == "missing"
+
+
+def test_links_are_followed_and_a_folder_is_listed_once(tmp_path, shared_data):
+    data = tmp_path / "data"
+    (data / "part").mkdir(parents=True)
+    (data / "part" / "linked.mp4").symlink_to(shared_data / "videos" / "ffpp" / "004.mp4")
+    (data / "part" / "loop").symlink_to(data)  # a link back up: listed once, no duplicates
+    (data / "dfdc").symlink_to(shared_data / "videos" / "dfdc")  # a part outside the data
+    m = build_manifest(str(data))
+    rows = {r["video_id"]: r for r in m.table.to_pylist()}
+    assert rows["linked.mp4"]["exists"] and rows["linked.mp4"]["path"] == str(
+        data / "part" / "linked.mp4")
+    assert video.probe(rows["linked.mp4"]["path"]).frame_count > 0
+    assert rows["lynaeydofd.mp4"]["part"] == "dfdc" and rows["lynaeydofd.mp4"]["label"] == "REAL"
+    assert m.problems.num_rows == 0
+
+
+def test_run_directory_inside_the_data_is_skipped(tmp_path, shared_data):
+    data = tmp_path / "data"
+    (data / "part").mkdir(parents=True)
+    shutil.copy(shared_data / "videos" / "ffpp" / "004.mp4", data / "part" / "004.mp4")
+    run = data / "run"
+    (run / "figures").mkdir(parents=True)
+    shutil.copy(shared_data / "faces" / "soccer" / "00000000.jpg", run / "figures" / "pca.jpg")
+    shutil.copy(shared_data / "faces" / "soccer" / "00000001.jpg", run / "thumb.jpg")
+    m = build_manifest(str(data), exclude=[str(data / "part" / ".." / "run")])
+    assert m.table.column("video_id").to_pylist() == ["004.mp4"]
+    assert _kinds(m) == ["run_directory"]
+    assert str(run) in m.problems.column("message")[0].as_py()
+    # without it, the run's outputs are input photos
+    assert build_manifest(str(data)).table.num_rows == 3
+    # a data root inside the run directory (the pipeline's built-in sample) is listed
+    assert build_manifest(str(run / "figures"), exclude=[str(run)]).table.num_rows == 1
+
+
+def test_run_directory_inside_data_on_s3_is_skipped(s3_endpoint):
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    for key in ("skip_run/part/a.mp4", "skip_run/run1/figures/pca.png", "skip_run/run1/t.jpg"):
+        client.put_object(Bucket="data", Key=key, Body=b"x")
+    m = build_manifest("s3://data/skip_run", exclude=["s3://data/skip_run/run1/", "/tmp"])
+    assert m.table.column("path").to_pylist() == ["s3://data/skip_run/part/a.mp4"]
+    assert _kinds(m) == ["run_directory"]
+    assert m.problems.column("message")[0].as_py().startswith("s3://data/skip_run/run1:")
+
+
+def test_prepare_does_not_take_its_run_directory_for_data(tmp_path, shared_data):
+    from deepfake_lib.prepare import PrepareConfig, make_plan
+    from deepfake_lib.storage import RunDir
+
+    data = tmp_path / "data"
+    (data / "part").mkdir(parents=True)
+    shutil.copy(shared_data / "faces" / "soccer" / "00000000.jpg", data / "part" / "face.jpg")
+    out = data / "run"
+    (out / "figures").mkdir(parents=True)
+    shutil.copy(shared_data / "faces" / "soccer" / "00000001.jpg", out / "figures" / "pca.jpg")
+    plan, errors = make_plan(RunDir(str(out)), PrepareConfig(data=(str(data),), out=str(out)))
+    assert plan.column("video_id").to_pylist() == ["face.jpg"] and errors == []

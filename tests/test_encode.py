@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -170,3 +171,15 @@ def test_video_properties_match_probe(shared_data, ray_session, tmp_path):
     assert real["fps"] == pytest.approx(info.fps) and real["status"] == "ok"
     assert rows["brtujopkby.mp4"]["status"] is None  # a fake: listed, not encoded by default
     assert os.path.exists(out / "encode.json")
+
+
+def test_run_directory_inside_the_data_is_not_encoded(ray_session, shared_data, tmp_path):
+    data = tmp_path / "data"
+    (data / "photos").mkdir(parents=True)
+    shutil.copy(shared_data / "faces" / "soccer" / "00000000.jpg", data / "photos" / "face.jpg")
+    out = data / "run"
+    (out / "figures").mkdir(parents=True)  # an earlier run's figure
+    shutil.copy(shared_data / "faces" / "soccer" / "00000001.jpg", out / "figures" / "pca.jpg")
+    summary = run_encode(EncodeConfig(data=(str(data),), out=str(out)))
+    assert summary.videos == 1 and "manifest problems: 1 run_directory" in summary.text()
+    assert pq.read_table(out / "manifest.parquet").column("video_id").to_pylist() == ["face.jpg"]
