@@ -11,8 +11,10 @@ records its rows as errors) and the job goes on.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pyarrow as pa
 
@@ -121,6 +123,33 @@ def done_batches(run: RunDir, stage: str, marker: str, planned: list[tuple[str, 
          for v in rows.column(key).to_pylist()],
         pa.schema([("batch", pa.string()), ("video_id", pa.string())])))
     return done - stale
+
+
+T = TypeVar("T")
+
+
+def call_within(seconds: float, call: Callable[[], T]) -> T:
+    """``call()``'s result (or its exception), or ``TimeoutError`` once ``seconds`` have
+    passed. The call runs in a daemon thread that is left behind on a timeout: a decode stuck
+    in native code cannot be interrupted, and one stuck video must not stall its batch (the
+    thread ends with the worker process at the latest)."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"gave up after {seconds:g} s (the per-video time limit, "
+                           "--video-timeout-s)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def failure_rows(video_ids: list[str], stage: str, exc: Exception) -> list[dict]:

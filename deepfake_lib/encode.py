@@ -60,7 +60,7 @@ VIDEO_SCHEMA = pa.schema([
     ("width", pa.int32()),
     ("height", pa.int32()),
     ("rotation", pa.int16()),
-    ("status", pa.string()),         # ok, no_face, error
+    ("status", pa.string()),         # ok, no_face, timeout, error
     ("n_faces", pa.int16()),
     ("frames_tried", pa.int16()),
     ("seconds", pa.float32()),       # wall time for this video in its task, of which:
@@ -85,6 +85,7 @@ class EncodeConfig:
     num_jitters: int = 1
     thumb_px: int = 96
     batch_size: int = 8
+    video_timeout_s: float = 600.0   # per video, then a timeout row and on to the next
     overwrite: bool = False
     tasks: TaskOptions = TaskOptions()
 
@@ -121,14 +122,15 @@ def plan_batches(manifest: pa.Table, config: EncodeConfig) -> list[tuple[str, pa
                         content=("label", "original"))
 
 
-def encode_video(row: dict, detector: faces.FaceDetector, config: EncodeConfig
-                 ) -> tuple[dict, list[dict], dict | None]:
+def encode_video(row: dict, detector: faces.FaceDetector, config: EncodeConfig,
+                 faults: Faults = NO_FAULTS) -> tuple[dict, list[dict], dict | None]:
     """Encode the faces of one video (a manifest row).
 
     Returns ``(video row, face rows, error row or None)``; never raises for a bad video.
     """
     start = time.perf_counter()
     vid = row["video_id"]
+    faults.maybe_slow(vid)
     info_row = {"video_id": vid, "status": "error", "n_faces": 0, "frames_tried": 0,
                 "decode_s": 0.0, "detect_s": 0.0, "encode_s": 0.0}
     clock = time.perf_counter
@@ -192,7 +194,14 @@ def encode_batch(name: str, rows: pa.Table, run: RunDir, config: EncodeConfig,
     detector = faces.get_face_detector(config.detector)
     infos, encodings, errors = [], [], []
     for i, row in enumerate(rows.to_pylist()):
-        info_row, face_rows, error = encode_video(row, detector, config)
+        try:
+            info_row, face_rows, error = batches.call_within(
+                config.video_timeout_s, lambda row=row: encode_video(row, detector, config, faults))
+        except TimeoutError as exc:
+            info_row, face_rows = {"video_id": row["video_id"], "status": "timeout",
+                                   "seconds": config.video_timeout_s}, []
+            error = {"video_id": row["video_id"], "stage": "encode", "kind": "timeout",
+                     "message": str(exc)}
         infos.append(info_row)
         encodings += face_rows
         errors += [error] if error else []
@@ -245,7 +254,8 @@ def run_encode(config: EncodeConfig, faults: Faults = NO_FAULTS) -> EncodeSummar
 
     Raises ``ValueError`` only when nothing can be done (no input video) or the run directory
     was written by a different plan; every per-video problem becomes an error row.
-    ``faults`` is for tests: a worker dies after the first video of its first batch.
+    ``faults`` is for tests: a worker dies after the first video of its first batch, or a
+    video is stuck.
     """
     from deepfake_lib.runtime import init_ray  # noqa: PLC0415
 

@@ -42,6 +42,7 @@ from deepfake_lib.batches import TaskOptions
 from deepfake_lib.blend import self_blend
 from deepfake_lib.dataset import IMAGE_EXTENSIONS, build_manifest
 from deepfake_lib.encode import ERROR_SCHEMA
+from deepfake_lib.faults import NO_FAULTS, Faults
 from deepfake_lib.model import ModelConfig
 from deepfake_lib.progress import format_seconds
 from deepfake_lib.storage import RunDir
@@ -86,6 +87,7 @@ class PrepareConfig:
     min_mask_share: float = masks.MIN_FAKE_SHARE  # fake crops with less altered area are dropped
     val_fraction: float = 0.2
     batch_size: int = 4
+    video_timeout_s: float = 600.0   # per video (or pair), then a timeout row and on
     seed: int = 0
     overwrite: bool = False
     tasks: TaskOptions = TaskOptions()
@@ -185,8 +187,10 @@ def _landmarks(crop: np.ndarray, box: faces.Box) -> list[float]:
     return [float(c) for c in points]
 
 
-def prepare_unit(unit: dict, detector: faces.FaceDetector, config: PrepareConfig) -> list[dict]:
+def prepare_unit(unit: dict, detector: faces.FaceDetector, config: PrepareConfig,
+                 faults: Faults = NO_FAULTS) -> list[dict]:
     """The crop rows of one unit of work (raises ``video.VideoError`` for an unreadable video)."""
+    faults.maybe_slow(unit["video_id"])
     with storage.local_copy(unit["original_path"]) as original_path:
         info = video.probe(original_path)
         indices = list(range(0, info.frame_count, config.every))
@@ -226,19 +230,24 @@ def prepare_unit(unit: dict, detector: faces.FaceDetector, config: PrepareConfig
     return rows
 
 
-def prepare_batch(name: str, units: pa.Table, run: RunDir, config: PrepareConfig) -> dict:
+def prepare_batch(name: str, units: pa.Table, run: RunDir, config: PrepareConfig,
+                  faults: Faults = NO_FAULTS) -> dict:
     """Prepare one batch of units; writes its errors, then its crops."""
     detector = faces.get_face_detector(config.detector)
     rows, errors = [], []
     for unit in units.to_pylist():
         try:
-            found = prepare_unit(unit, detector, config)
+            found = batches.call_within(config.video_timeout_s,
+                                        lambda unit=unit: prepare_unit(unit, detector, config, faults))
             if not found:
                 errors.append({"video_id": unit["video_id"], "stage": "prepare", "kind": "no_face",
                                "message": f"no face tracked in {unit['original_id']}"})
             rows += found
         except video.VideoError as exc:
             errors.append({"video_id": unit["video_id"], "stage": "prepare", "kind": exc.kind,
+                           "message": str(exc)})
+        except TimeoutError as exc:
+            errors.append({"video_id": unit["video_id"], "stage": "prepare", "kind": "timeout",
                            "message": str(exc)})
         except Exception as exc:  # noqa: BLE001 - one video's failure must not end the batch
             errors.append({"video_id": unit["video_id"], "stage": "prepare", "kind": "error",
@@ -285,8 +294,9 @@ def _mask_figure(run: RunDir, rows: int = 6) -> None:
         run.write_bytes("figures/masks.png", figures.png_bytes(figures.grid(tiles, 3, (256, 256))))
 
 
-def run_prepare(config: PrepareConfig) -> PrepareSummary:
-    """Run the prepare stage. Raises ValueError when there is nothing to prepare."""
+def run_prepare(config: PrepareConfig, faults: Faults = NO_FAULTS) -> PrepareSummary:
+    """Run the prepare stage. Raises ValueError when there is nothing to prepare. ``faults``
+    is for tests: a video is stuck."""
     from deepfake_lib.runtime import init_ray  # noqa: PLC0415
 
     init_ray()
@@ -304,7 +314,7 @@ def run_prepare(config: PrepareConfig) -> PrepareSummary:
         run.write_parquet("prepare_errors/unpaired.parquet",
                           pa.Table.from_pylist(unpaired, ERROR_SCHEMA))
     todo = [(n, rows) for n, rows in planned if n not in done]
-    batches.run_batches(prepare_batch, todo, (run, config), config.tasks, "prepare",
+    batches.run_batches(prepare_batch, todo, (run, config, faults), config.tasks, "prepare",
                         lambda name, rows, exc: _record_failed_batch(run, name, rows, exc))
     _mask_figure(run)
     crops = run.read_parquet("crops", columns=["kind", "split"])

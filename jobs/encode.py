@@ -25,6 +25,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]
     p.add_argument("--try-every-s", type=float, default=2.0, help="seconds between tried frames")
     p.add_argument("--num-jitters", type=int, default=1, help="face_recognition re-samplings per encoding (the seed: 10)")
     p.add_argument("--batch-size", type=int, default=8, help="videos per Ray task (one output file each)")
+    p.add_argument("--video-timeout-s", type=float, default=600.0,
+                   help="seconds one video may take before it is a timeout row (default 600)")
     p.add_argument("--cpus-per-task", type=float, default=1.0)
     p.add_argument("--max-in-flight", type=int, default=None, help="tasks queued at once (default: 2 x cluster CPUs)")
     p.add_argument("--overwrite", action="store_true", help="delete earlier encode output in --out first")
@@ -32,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]
     a = p.parse_args(argv)
     config = EncodeConfig(data=tuple(a.data), out=a.out, all_videos=a.all, detector=a.detector,
                           tries=a.tries, try_every_s=a.try_every_s, num_jitters=a.num_jitters,
-                          batch_size=a.batch_size, overwrite=a.overwrite,
+                          batch_size=a.batch_size, video_timeout_s=a.video_timeout_s,
+                          overwrite=a.overwrite,
                           tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
                                             max_in_flight=a.max_in_flight))
     return config, a.address

@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of identity clusters held out")
     p.add_argument("--batch-size", type=int, default=4, help="videos or pairs per Ray task")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--video-timeout-s", type=float, default=600.0,
+                   help="seconds one video or pair may take before it is a timeout row "
+                        "(default 600)")
     p.add_argument("--cpus-per-task", type=float, default=1.0)
     p.add_argument("--overwrite", action="store_true", help="delete earlier prepare output in --out first")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
@@ -41,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
                            margin=a.margin, detect_every_s=a.detect_every_s, detector=a.detector,
                            max_tracks=a.max_tracks, mask_method=a.mask_method,
                            val_fraction=a.val_fraction,
-                           batch_size=a.batch_size, seed=a.seed, overwrite=a.overwrite,
+                           batch_size=a.batch_size, video_timeout_s=a.video_timeout_s,
+                           seed=a.seed, overwrite=a.overwrite,
                            tasks=TaskOptions(cpus_per_task=a.cpus_per_task))
     return config, a.address
 

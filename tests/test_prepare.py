@@ -1,8 +1,11 @@
+import os
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from deepfake_lib import faces
+from deepfake_lib.faults import Faults
 from deepfake_lib.prepare import CROP_SCHEMA, PrepareConfig, assign_splits, run_prepare
 
 pytestmark = pytest.mark.ray
@@ -78,6 +81,23 @@ def test_bad_inputs_are_error_rows(ray_session, shared_data, bad_inputs, tmp_pat
     assert errors["brtujopkby.mp4"] == "no_original"  # the DFDC fake's original is absent
     crops = pq.read_table(out / "crops").to_pylist()
     assert {r["video_id"] for r in crops} == {"lynaeydofd.mp4"}
+
+
+def test_a_stuck_video_is_a_timeout_row_and_its_batch_goes_on(ray_session, shared_data,
+                                                               tmp_path):
+    part = tmp_path / "part"
+    part.mkdir()
+    os.symlink(shared_data / "videos" / "dfdc" / "lynaeydofd.mp4", part / "lynaeydofd.mp4")
+    os.symlink(shared_data / "videos" / "ffpp" / "004.mp4", part / "004.mp4")
+    out = tmp_path / "run"
+    summary = run_prepare(PrepareConfig(data=(str(part),), out=str(out), every=50, batch_size=8,
+                                        video_timeout_s=5.0),
+                          Faults(slow_videos=("004.mp4",), slow_seconds=3600))
+    assert summary.batches == 1 and summary.errors == {"timeout": 1}
+    error = pq.read_table(out / "prepare_errors").to_pylist()[0]
+    assert error["video_id"] == "004.mp4" and "--video-timeout-s" in error["message"]
+    crops = pq.read_table(out / "crops").to_pylist()
+    assert crops and {r["video_id"] for r in crops} == {"lynaeydofd.mp4"}
 
 
 def test_photos_are_real_faces_for_training_only(ray_session, shared_data, tmp_path):
