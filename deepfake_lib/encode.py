@@ -86,6 +86,7 @@ class EncodeConfig:
     thumb_px: int = 96
     batch_size: int = 8
     video_timeout_s: float = 600.0   # per video, then a timeout row and on to the next
+    shared_fs: bool = False          # local paths are mounted on every node
     overwrite: bool = False
     tasks: TaskOptions = TaskOptions()
 
@@ -257,9 +258,10 @@ def run_encode(config: EncodeConfig, faults: Faults = NO_FAULTS) -> EncodeSummar
     ``faults`` is for tests: a worker dies after the first video of its first batch, or a
     video is stuck.
     """
-    from deepfake_lib.runtime import init_ray  # noqa: PLC0415
+    from deepfake_lib.runtime import check_locations, init_ray  # noqa: PLC0415
 
     init_ray()
+    check_locations([config.out, *config.data], config.shared_fs)
     start = time.monotonic()
     run = RunDir(config.out)
     manifest = build_manifest(list(config.data), exclude=[config.out])

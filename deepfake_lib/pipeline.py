@@ -33,6 +33,7 @@ class PipelineConfig:
     data: tuple[str, ...] = ()
     sample_photos: str | None = None  # without data: the sample's identities (default built-in)
     overwrite: bool = False
+    shared_fs: bool = False  # local paths are mounted on every node
     encoder: str = "tu-tf_efficientnet_lite0"
     encoder_weights: str = "imagenet"  # offline for the EfficientNet-Lite encoders
     image_size: int = 128
@@ -84,25 +85,30 @@ def _stages(config: PipelineConfig, data: tuple[str, ...]
 
     model = ModelConfig(encoder=config.encoder, encoder_weights=config.encoder_weights,
                         image_size=config.image_size)
+    shared = config.shared_fs
 
     def score(run: RunDir, overwrite: bool) -> tuple[ScoreConfig, str]:
         videos = held_out_videos(run)
         return (ScoreConfig(data=data, out=config.out, overwrite=overwrite, videos=videos,
-                            data_name="validation" if videos else "train"),
+                            data_name="validation" if videos else "train",
+                            shared_fs=config.shared_fs),
                 model_digest(run.uri("model")))
 
     return [
         ("encode", lambda run, overwrite: (EncodeConfig(data=data, out=config.out,
-                                                        overwrite=overwrite), None), run_encode),
+                                                        overwrite=overwrite, shared_fs=shared),
+                                           None), run_encode),
         ("cluster", lambda run, overwrite: (ClusterConfig(out=config.out),
                                             records.folder_digest(run, "encodings")),
          run_cluster),
         ("prepare", lambda run, overwrite: (PrepareConfig(data=data, out=config.out,
-                                                          overwrite=overwrite), None),
+                                                          overwrite=overwrite, shared_fs=shared),
+                                            None),
          run_prepare),
         ("train", lambda run, overwrite: (TrainConfig(out=config.out, model=model,
                                                       workers=config.workers,
-                                                      epochs=config.epochs, overwrite=overwrite),
+                                                      epochs=config.epochs, overwrite=overwrite,
+                                                      shared_fs=shared),
                                           records.folder_digest(run, "crops")), run_train),
         ("score", score, run_score),
     ]

@@ -89,6 +89,7 @@ class PrepareConfig:
     batch_size: int = 4
     video_timeout_s: float = 600.0   # per video (or pair), then a timeout row and on
     seed: int = 0
+    shared_fs: bool = False          # local paths are mounted on every node
     overwrite: bool = False
     tasks: TaskOptions = TaskOptions()
 
@@ -297,9 +298,10 @@ def _mask_figure(run: RunDir, rows: int = 6) -> None:
 def run_prepare(config: PrepareConfig, faults: Faults = NO_FAULTS) -> PrepareSummary:
     """Run the prepare stage. Raises ValueError when there is nothing to prepare. ``faults``
     is for tests: a video is stuck."""
-    from deepfake_lib.runtime import init_ray  # noqa: PLC0415
+    from deepfake_lib.runtime import check_locations, init_ray  # noqa: PLC0415
 
     init_ray()
+    check_locations([config.out, *config.data], config.shared_fs)
     start = time.monotonic()
     run = RunDir(config.out)
     plan, unpaired = make_plan(run, config)

@@ -109,6 +109,35 @@ def check_resources(what: str, cpus: float, gpus: float, count: int = 1) -> None
         "a cluster that has them (--address)")
 
 
+def local_paths_problem(locations: list[str], nodes: int, may_grow: bool) -> str | None:
+    """Why ``locations`` cannot serve a cluster of ``nodes`` nodes (``may_grow``: its
+    autoscaler may add some), or None: a local path is a different folder on each node."""
+    from deepfake_lib import storage  # noqa: PLC0415
+
+    local = [loc for loc in locations if not storage.is_uri(loc)]
+    if not local or (nodes <= 1 and not may_grow):
+        return None
+    return (f"{local[0]} is a local path, but this Ray cluster has {nodes} nodes"
+            f"{' and may add more' if may_grow else ''}: each would read and write its own "
+            "disk. Put --data and --out (and --model) on object storage (s3://bucket/prefix), "
+            "or pass --shared-fs if every node mounts this path (NFS, a shared volume).")
+
+
+def check_locations(locations: list[str | None], shared_fs: bool) -> None:
+    """Raise ValueError when a local path in ``locations`` would be a different folder on
+    each node of the Ray cluster, unless ``shared_fs`` says every node mounts it."""
+    import ray  # noqa: PLC0415
+
+    if shared_fs:
+        return
+    nodes = sum(1 for n in ray.nodes() if n["Alive"])
+    types = autoscaled_node_types()
+    problem = local_paths_problem([loc for loc in locations if loc], nodes,
+                                  types is None or any(most != 0 for _, most in types))
+    if problem:
+        raise ValueError(problem)
+
+
 def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | None = None,
             succeeded: Callable[[Any], bool] = lambda summary: True, use_ray: bool = True) -> int:
     """What every job script does: join or start Ray (unless the stage runs in this process,

@@ -75,6 +75,7 @@ class ScoreConfig:
     gpus_per_actor: float = 0.0
     start_timeout_s: float = 600.0    # no actor ready by then: an error (a GPU node may boot slowly)
     batch_size: int = 64              # videos per output file
+    shared_fs: bool = False           # local paths are mounted on every node
     overwrite: bool = False
     progress_every_s: float = 10.0
     videos: tuple[str, ...] = ()      # only these video ids (default: every video found)
@@ -242,7 +243,7 @@ def _label(value: str | None) -> int | None:
 def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     """Score every video under ``config.data``; write scores, submission and leaderboard.
     ``faults`` is for tests (:mod:`deepfake_lib.faults`)."""
-    from deepfake_lib.runtime import check_resources, init_ray  # noqa: PLC0415
+    from deepfake_lib.runtime import check_locations, check_resources, init_ray  # noqa: PLC0415
 
     start = time.monotonic()
     if not 0.0 <= config.fallback <= 1.0:
@@ -275,6 +276,7 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     done = batches.done_batches(run, "score", "scores", planned, config.overwrite, ("scores",))
     records.write(run, "score", config, inputs)
     init_ray()
+    check_locations([config.out, *config.data, model_dir], config.shared_fs)
     todo = [(n, rows.to_pylist()) for n, rows in planned if n not in done]
     size = min(config.actors or default_actors(config), max(1, sum(len(r) for _, r in todo)))
     progress = Progress("score", sum(len(r) for _, r in todo), every_s=config.progress_every_s)

@@ -50,6 +50,7 @@ class TrainConfig:
     augment: bool = True
     max_failures: int = 2
     seed: int = 0
+    shared_fs: bool = False          # local paths are mounted on every node
     overwrite: bool = False          # start afresh instead of resuming RUN/train_runs
 
 
@@ -253,12 +254,13 @@ def run_train(config: TrainConfig, faults: Faults = NO_FAULTS) -> TrainSummary:
                            ScalingConfig, TrainingFailedError)
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
-    from deepfake_lib.runtime import check_resources, init_ray  # noqa: PLC0415
+    from deepfake_lib.runtime import check_locations, check_resources, init_ray  # noqa: PLC0415
 
     start = time.monotonic()
     run = RunDir(config.out)  # absolute: workers do not share the driver's working directory
     model_config = check_config(config)
     init_ray()
+    check_locations([config.out, *config.val_data], config.shared_fs)
     check_resources("train", config.cpus_per_worker, float(config.use_gpu), config.workers)
     config = replace(config, model=model_config, out=run.location)
     inputs = records.folder_digest(run, "crops")

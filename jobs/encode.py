@@ -30,12 +30,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]
     p.add_argument("--cpus-per-task", type=float, default=1.0)
     p.add_argument("--max-in-flight", type=int, default=None, help="tasks queued at once (default: 2 x cluster CPUs)")
     p.add_argument("--overwrite", action="store_true", help="delete earlier encode output in --out first")
+    p.add_argument("--shared-fs", action="store_true",
+                   help="local paths are on a file system every node mounts (without it a "
+                        "multi-node cluster needs s3:// paths)")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
     config = EncodeConfig(data=tuple(a.data), out=a.out, all_videos=a.all, detector=a.detector,
                           tries=a.tries, try_every_s=a.try_every_s, num_jitters=a.num_jitters,
                           batch_size=a.batch_size, video_timeout_s=a.video_timeout_s,
-                          overwrite=a.overwrite,
+                          overwrite=a.overwrite, shared_fs=a.shared_fs,
                           tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
                                             max_in_flight=a.max_in_flight))
     return config, a.address

@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
                         "(default 600)")
     p.add_argument("--cpus-per-task", type=float, default=1.0)
     p.add_argument("--overwrite", action="store_true", help="delete earlier prepare output in --out first")
+    p.add_argument("--shared-fs", action="store_true",
+                   help="local paths are on a file system every node mounts (without it a "
+                        "multi-node cluster needs s3:// paths)")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
     config = PrepareConfig(data=tuple(a.data), out=a.out, every=a.every, crop_size=a.crop_size,
@@ -45,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
                            max_tracks=a.max_tracks, mask_method=a.mask_method,
                            val_fraction=a.val_fraction,
                            batch_size=a.batch_size, video_timeout_s=a.video_timeout_s,
-                           seed=a.seed, overwrite=a.overwrite,
+                           seed=a.seed, overwrite=a.overwrite, shared_fs=a.shared_fs,
                            tasks=TaskOptions(cpus_per_task=a.cpus_per_task))
     return config, a.address
 

@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
                         "an autoscaled GPU node can take minutes to boot)")
     p.add_argument("--batch-size", type=int, default=64, help="videos per output file")
     p.add_argument("--overwrite", action="store_true", help="delete earlier scores in --out first")
+    p.add_argument("--shared-fs", action="store_true",
+                   help="local paths are on a file system every node mounts (without it a "
+                        "multi-node cluster needs s3:// paths)")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
     config = ScoreConfig(data=tuple(a.data), out=a.out, model=a.model, budget_s=a.budget_s,
@@ -42,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
                          fallback=a.fallback, actors=a.actors, cpus_per_actor=a.cpus_per_actor,
                          gpus_per_actor=a.gpus_per_actor, start_timeout_s=a.start_timeout_s,
                          batch_size=a.batch_size,
-                         overwrite=a.overwrite)
+                         overwrite=a.overwrite, shared_fs=a.shared_fs)
     return config, a.address
 
 

@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
     p.add_argument("--max-failures", type=int, default=2, help="worker failures survived")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
+    p.add_argument("--shared-fs", action="store_true",
+                   help="local paths are on a file system every node mounts (without it a "
+                        "multi-node cluster needs s3:// paths)")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
     model = ModelConfig(arch=a.arch, encoder=a.encoder, encoder_weights=a.encoder_weights,
@@ -55,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
                          mask_weight=a.mask_weight, label_weight=a.label_weight,
                          xray_share=a.xray_share, val_data=tuple(a.val_data),
                          augment=not a.no_augment, max_failures=a.max_failures, seed=a.seed,
-                         overwrite=a.overwrite)
+                         overwrite=a.overwrite, shared_fs=a.shared_fs)
     return config, a.address
 
 

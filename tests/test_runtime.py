@@ -2,7 +2,7 @@ from pathlib import Path
 
 import yaml
 
-from deepfake_lib.runtime import autoscaled_node_types, room_for
+from deepfake_lib.runtime import autoscaled_node_types, local_paths_problem, room_for
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
 
@@ -35,3 +35,13 @@ def test_a_launcher_cluster_counts_the_nodes_its_autoscaler_may_add(tmp_path):
 def test_unknown_autoscaling_refuses_nothing_and_no_autoscaler_adds_nothing(tmp_path):
     assert autoscaled_node_types(str(CLUSTER_YAML)) is None  # resources left to the launcher
     assert autoscaled_node_types(str(tmp_path / "absent.yaml")) == []
+
+
+def test_local_paths_are_refused_on_more_than_one_node_only():
+    paths = ["s3://bucket/run", "/data/dfdc"]
+    assert local_paths_problem(paths, nodes=1, may_grow=False) is None  # a laptop
+    assert local_paths_problem(["s3://bucket/run"], nodes=3, may_grow=True) is None
+    problem = local_paths_problem(paths, nodes=3, may_grow=False)
+    assert "/data/dfdc is a local path" in problem and "3 nodes" in problem
+    assert "s3://" in problem and "--shared-fs" in problem
+    assert "may add more" in local_paths_problem(paths, nodes=1, may_grow=True)
