@@ -34,21 +34,22 @@ def _digest(text: str) -> int:
     return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big")
 
 
-def _cut_points(keys: list[str], batch_size: int) -> list[int]:
+def _cut_points(keys: list[str], weights: list[int], batch_size: int) -> list[int]:
     """Where to end batches over ``keys`` (in their final order), chosen by the keys
     themselves (content-defined chunking): a batch ends after a key whose digest falls in a
-    1-in-k bucket once it holds at least half of ``batch_size`` rows, and at twice
-    ``batch_size`` rows at the latest, so batches hold about ``batch_size`` rows. A key added
-    or removed changes the batch it falls in (now and then the next few too), never the rest."""
+    1-in-k bucket once it weighs at least half of ``batch_size``, and once it weighs twice
+    ``batch_size`` at the latest, so batches weigh about ``batch_size`` (a row weighs 1, or
+    its ``weights`` entry). A key added or removed changes the batch it falls in (now and
+    then the next few too), never the rest."""
     least = (batch_size + 1) // 2
     every = batch_size - least + 1
-    cuts, length = [], 0
-    for i, key in enumerate(keys):
-        length += 1
-        if length >= 2 * batch_size or (length >= least and _digest(key) % every == 0):
+    cuts, load = [], 0
+    for i, (key, weight) in enumerate(zip(keys, weights)):
+        load += weight
+        if load >= 2 * batch_size or (load >= least and _digest(key) % every == 0):
             cuts.append(i + 1)
-            length = 0
-    if length:
+            load = 0
+    if load:
         cuts.append(len(keys))
     return cuts
 
@@ -59,14 +60,16 @@ def batch_name(keys: list[str]) -> str:
 
 
 def plan(table: pa.Table, batch_size: int, key: str = "video_id", group: str | None = None,
-         content: tuple[str, ...] = ()) -> list[tuple[str, pa.Table]]:
-    """Cut ``table`` (already in its final order) into named batches, never across a change
-    of ``group`` (e.g. a DFDC part). A batch's name is a digest of its rows' ``key`` and
+         content: tuple[str, ...] = (), weight: str | None = None) -> list[tuple[str, pa.Table]]:
+    """Cut ``table`` (already in its final order) into named batches of about ``batch_size``
+    rows (or of that much ``weight``, a column of row weights), never across a change of
+    ``group`` (e.g. a DFDC part). A batch's name is a digest of its rows' ``key`` and
     ``content`` columns, so data that grows part by part makes new batches and leaves the
     names of the others as they were (see :func:`_cut_points`)."""
     columns = [key, *content]
     rows = [":".join(str(v) for v in values)
             for values in zip(*(table.column(c).to_pylist() for c in columns))]
+    weights = table.column(weight).to_pylist() if weight else [1] * table.num_rows
     groups = table.column(group).to_pylist() if group else [None] * table.num_rows
     planned, start = [], 0
     while start < table.num_rows:
@@ -74,7 +77,7 @@ def plan(table: pa.Table, batch_size: int, key: str = "video_id", group: str | N
         while end < table.num_rows and groups[end] == groups[start]:
             end += 1
         begin = start
-        for cut in _cut_points(rows[start:end], batch_size):
+        for cut in _cut_points(rows[start:end], weights[start:end], batch_size):
             planned.append((batch_name(rows[begin:start + cut]),
                             table.slice(begin, start + cut - begin)))
             begin = start + cut
