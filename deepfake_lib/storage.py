@@ -142,11 +142,17 @@ class RunDir:
     def read_json(self, rel: str) -> Any:
         return json.loads(self.read_bytes(rel))
 
-    def write_parquet(self, rel: str, table: pa.Table) -> None:
-        """Write one Parquet file atomically (serialised in memory, then one write)."""
+    def write_parquet(self, rel: str, table: pa.Table, row_group_size: int | None = None) -> None:
+        """Write one Parquet file atomically (serialised in memory, then one write), in row
+        groups of at most ``row_group_size`` rows (Arrow's default: one per million)."""
         buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd")
+        pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
         self.write_bytes(rel, buf.getvalue())
+
+    def parquet_file(self, rel: str) -> pq.ParquetFile:
+        """One Parquet file opened for reading parts of it (row groups, columns)."""
+        fs, path = resolve(self.uri(rel))
+        return pq.ParquetFile(fs.open_input_file(path))
 
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         """Read one Parquet file, or every ``*.parquet`` file of folder ``rel`` in name order.

@@ -139,6 +139,7 @@ def train_loop(loop_config: dict) -> None:
     train = training_data.split_rows(index, "train")
     labels = index.column("label").to_numpy().astype(np.float32)
     kinds = np.asarray(index.column("kind").to_pylist(), dtype=object)[train]
+    blocks = index.column("block").to_numpy()[train]
     margin, size = config.model.crop_margin, config.model.image_size
     val_sets = (training_data.validation_sets(run, index, config.val_data, margin, size)
                 if rank == 0 else [])
@@ -162,24 +163,28 @@ def train_loop(loop_config: dict) -> None:
     amp = config.use_gpu and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     augment = training_data.augmentations() if config.augment else None
-    steps_per_epoch = -(-len(training_data.epoch_items(kinds, 0, config.seed, rank, world))
-                        // config.batch_size)
+    # the schedule's epoch length; epochs differ by a batch or two
+    steps_per_epoch = training_data.steps_per_epoch(
+        training_data.epoch_windows(kinds, blocks, 0, config.seed, world), config.batch_size)
     total = steps_per_epoch * config.epochs
 
     for epoch in range(start_epoch, config.epochs):
         began = time.monotonic()
         rng = np.random.default_rng([config.seed, epoch, rank])
-        items = training_data.epoch_items(kinds, epoch, config.seed, rank, world)
-        progress = Progress(f"train: epoch {epoch + 1}/{config.epochs}", len(items) * world,
-                            unit="samples", every_s=60.0 if rank == 0 else float("inf"))
-        losses = []
+        windows = training_data.epoch_windows(kinds, blocks, epoch, config.seed, world)
+        steps = training_data.steps_per_epoch(windows, config.batch_size)
+        progress = Progress(f"train: epoch {epoch + 1}/{config.epochs}",
+                            steps * config.batch_size * world, unit="samples",
+                            every_s=60.0 if rank == 0 else float("inf"))
+        losses, samples = [], 0
         step = epoch * steps_per_epoch
-        for chunk in range(0, len(items), training_data.CHUNK):
-            part = items[chunk:chunk + training_data.CHUNK]
-            positions, local = np.unique(part[:, 0], return_inverse=True)
-            crops = training_data.load_crops(run, index, train[positions])
-            chunk_labels = labels[train[positions]]
+        for part, crops, local in training_data.prefetched(run, index, train, windows[rank]):
+            if len(losses) == steps:
+                break
+            chunk_labels = labels[train[np.unique(part[:, 0])]]
             for start in range(0, len(part), config.batch_size):
+                if len(losses) == steps:
+                    break
                 if epoch > 0 and rank == world - 1:  # mid-epoch, once Ray recorded epoch 0's
                     faults.crash_once(before=ray.train.get_all_reported_checkpoints)
                 batch = [(int(k), int(mode)) for k, mode in
@@ -201,10 +206,11 @@ def train_loop(loop_config: dict) -> None:
                 scaler.step(optimizer)
                 scaler.update()
                 losses.append(float(loss.detach()))
+                samples += len(batch)
                 progress.update(len(batch) * world)
                 step += 1
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "train_samples": int(len(items) * world), "seconds": time.monotonic() - began,
+               "train_samples": samples * world, "seconds": time.monotonic() - began,
                "resumed": int(start_epoch > 0)}  # this attempt began from a checkpoint
         if rank == 0:
             row.update(evaluate(net, val_sets, config.model, device))
