@@ -62,7 +62,7 @@ def detector_on_every_frame(path: str, detector, model, config: ScoreConfig) -> 
 
 
 def per_video(model_dir: str, repeats: int) -> None:
-    config = ScoreConfig(data=(), out="")
+    config = ScoreConfig(data=(), out="unused")
     model = load_model(model_dir, device="cpu")
     detector = faces.make_face_detector(model.config.face_detector)
     rows = []
@@ -93,7 +93,7 @@ def aggregations(model_dir: str) -> None:
     from deepfake_lib.dataset import build_manifest
     from deepfake_lib.scoring import AGGREGATIONS
 
-    config = ScoreConfig(data=(), out="")
+    config = ScoreConfig(data=(), out="unused")
     model = load_model(model_dir, device="cpu")
     detector = faces.make_face_detector(model.config.face_detector)
     rows = [r for r in build_manifest(str(SHARED / "videos")).table.to_pylist() if r["label"]]

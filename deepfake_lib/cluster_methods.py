@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from deepfake_lib.checks import SEED, above, at_least, validate
+
 METHODS = ("auto", "tsne_hdbscan", "tsne_dbscan", "dbscan", "hdbscan", "seed")
 MIN_FACES = 3
 SMALL_N = 50  # below this many faces, cluster the encodings directly
@@ -41,12 +43,19 @@ SAME_FACE = 1e-3
 @dataclass(frozen=True)
 class ClusterParams:
     method: str = "auto"
-    pca_components: int = 50
-    perplexity: float | None = None        # None: min(15, (n - 1) / 3)
-    min_cluster_size: int | None = None    # HDBSCAN; None: max(clip(n // 20, 2, 5), n // 3000)
-    eps: float | None = None               # DBSCAN; None: knee of the k-distance curve
-    min_samples: int | None = None         # DBSCAN; None: min_cluster_size
-    seed: int = 0
+    pca_components: int = field(default=50, metadata=at_least(1))
+    # None: min(15, (n - 1) / 3)
+    perplexity: float | None = field(default=None, metadata=above(0, optional=True))
+    # HDBSCAN (which needs 2); None: max(clip(n // 20, 2, 5), n // 3000)
+    min_cluster_size: int | None = field(default=None, metadata=at_least(2, optional=True))
+    # DBSCAN; None: knee of the k-distance curve
+    eps: float | None = field(default=None, metadata=above(0, optional=True))
+    # DBSCAN; None: min_cluster_size
+    min_samples: int | None = field(default=None, metadata=at_least(1, optional=True))
+    seed: int = field(default=0, metadata=SEED)
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass

@@ -14,30 +14,35 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import cv2
 import numpy as np
 
 from deepfake_lib import storage
+from deepfake_lib.checks import above, at_least, location, validate
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "Unet"
     encoder: str = "tu-tf_efficientnet_lite0"
-    encoder_weights: str = "imagenet"   # imagenet, none, or a path to a weights file
-    image_size: int = 224
+    encoder_weights: str = field(default="imagenet", metadata=location(
+        what="imagenet, none or a weights file"))
+    image_size: int = field(default=224, metadata=at_least(1))
     # U-Net-style decoders only (Unet, UnetPlusPlus, MAnet); narrower than smp's default
     # (256, 128, 64, 32, 16), whose training cost dwarfs the Lite0 encoder's
     decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
     mean: tuple[float, ...] | None = None  # input normalisation on the [0, 1] scale; None:
     std: tuple[float, ...] | None = None   # what the encoder's pretrained weights expect
-    crop_margin: float = 0.15           # around the face box on each side, times its size
+    # around the face box on each side, times its size
+    crop_margin: float = field(default=0.15, metadata=at_least(0))
     face_detector: str = "mtcnn_fast"   # deepfake_lib.faces detector that finds the boxes
-    temperature: float = 1.0            # logits are divided by it (fitted on validation)
+    # logits are divided by it (fitted on validation)
+    temperature: float = field(default=1.0, metadata=above(0, flag=False))
 
     def __post_init__(self) -> None:
+        validate(self)
         if self.mean is None or self.std is None:
             from deepfake_lib.encoder_weights import input_normalisation  # noqa: PLC0415
 

@@ -14,25 +14,32 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow.compute as pc
 
 from deepfake_lib import storage
+from deepfake_lib.checks import at_least, location, validate
 from deepfake_lib.storage import RunDir
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    out: str
-    data: tuple[str, ...] = ()
-    sample_photos: str | None = None  # without data: the sample's identities (default built-in)
+    out: str = field(metadata=location())
+    data: tuple[str, ...] = field(default=(), metadata=location(many=True))
+    # without data: the sample's identities (default built-in)
+    sample_photos: str | None = field(default=None, metadata=location(optional=True))
     force: bool = False
     encoder: str = "tu-tf_efficientnet_lite0"
-    encoder_weights: str = "imagenet"  # offline for the EfficientNet-Lite encoders
-    image_size: int = 128
-    epochs: int = 3
-    workers: int = 2
+    # offline for the EfficientNet-Lite encoders
+    encoder_weights: str = field(default="imagenet", metadata=location(
+        what="imagenet, none or a weights file"))
+    image_size: int = field(default=128, metadata=at_least(1))
+    epochs: int = field(default=3, metadata=at_least(1))
+    workers: int = field(default=2, metadata=at_least(1))
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def sample_location(out: str) -> str:

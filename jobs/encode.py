@@ -10,13 +10,15 @@ import argparse
 import sys
 
 from deepfake_lib.batches import TaskOptions
+from deepfake_lib.checks import FlagParser
 from deepfake_lib.encode import EncodeConfig, run_encode
 from deepfake_lib.faces import DETECTORS
 from deepfake_lib.runtime import run_job
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = FlagParser((EncodeConfig, TaskOptions), description=__doc__,
+                   formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="folders (or s3:// URIs) of DFDC parts")
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
     p.add_argument("--all", action="store_true", help="encode fakes too (default: REAL and unlabelled)")
@@ -30,11 +32,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]
     p.add_argument("--overwrite", action="store_true", help="delete earlier encode output in --out first")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
-    config = EncodeConfig(data=tuple(a.data), out=a.out, all_videos=a.all, detector=a.detector,
-                          tries=a.tries, try_every_s=a.try_every_s, num_jitters=a.num_jitters,
-                          batch_size=a.batch_size, overwrite=a.overwrite,
-                          tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
-                                            max_in_flight=a.max_in_flight))
+    with p.checked():
+        config = EncodeConfig(data=tuple(a.data), out=a.out, all_videos=a.all,
+                              detector=a.detector, tries=a.tries, try_every_s=a.try_every_s,
+                              num_jitters=a.num_jitters, batch_size=a.batch_size,
+                              overwrite=a.overwrite,
+                              tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
+                                                max_in_flight=a.max_in_flight))
     return config, a.address
 
 

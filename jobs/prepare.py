@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from deepfake_lib.batches import TaskOptions
+from deepfake_lib.checks import FlagParser
 from deepfake_lib.faces import DETECTORS
 from deepfake_lib.masks import DEFAULT_METHOD, METHODS
 from deepfake_lib.prepare import PrepareConfig, run_prepare
@@ -18,7 +19,8 @@ from deepfake_lib.runtime import run_job
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = FlagParser((PrepareConfig, TaskOptions), description=__doc__,
+                   formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="folders (or s3:// URIs) of DFDC parts")
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
     p.add_argument("--every", type=int, default=10, help="crop every k-th frame (10: 30 crops per 10-s clip)")
@@ -37,12 +39,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
     p.add_argument("--overwrite", action="store_true", help="delete earlier prepare output in --out first")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
-    config = PrepareConfig(data=tuple(a.data), out=a.out, every=a.every, crop_size=a.crop_size,
-                           margin=a.margin, detect_every_s=a.detect_every_s, detector=a.detector,
-                           max_tracks=a.max_tracks, mask_method=a.mask_method,
-                           val_fraction=a.val_fraction,
-                           batch_size=a.batch_size, seed=a.seed, overwrite=a.overwrite,
-                           tasks=TaskOptions(cpus_per_task=a.cpus_per_task))
+    with p.checked():
+        config = PrepareConfig(data=tuple(a.data), out=a.out, every=a.every,
+                               crop_size=a.crop_size, margin=a.margin,
+                               detect_every_s=a.detect_every_s, detector=a.detector,
+                               max_tracks=a.max_tracks, mask_method=a.mask_method,
+                               val_fraction=a.val_fraction, batch_size=a.batch_size,
+                               seed=a.seed, overwrite=a.overwrite,
+                               tasks=TaskOptions(cpus_per_task=a.cpus_per_task))
     return config, a.address
 
 
