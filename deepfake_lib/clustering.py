@@ -78,6 +78,11 @@ class ClusterSummary:
     params: dict = field(default_factory=dict)
     seconds: float = 0.0
 
+    @property
+    def succeeded(self) -> bool:
+        """Someone is in the smaller data set (else prepare has nothing to do)."""
+        return self.subset_reals > 0
+
     def text(self) -> str:
         return (f"cluster: {self.faces} faces, {self.clusters} clusters, {self.noise} noise; "
                 f"subset: {self.subset_reals} of {self.reals} real videos and "

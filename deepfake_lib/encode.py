@@ -105,6 +105,10 @@ class EncodeSummary:
     seconds: float = 0.0
     problems: int = 0
 
+    @property
+    def succeeded(self) -> bool:
+        return self.encoded > 0
+
     def text(self) -> str:
         rate = self.videos / self.seconds if self.seconds else 0.0
         errors = ", ".join(f"{n} {k}" for k, n in sorted(self.errors.items())) or "none"

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow.compute as pc
 
@@ -58,17 +59,18 @@ def held_out_videos(run: RunDir) -> tuple[str, ...]:
     return tuple(sorted(set(val) - set(train)))
 
 
-def _score(config: PipelineConfig, data: tuple[str, ...]) -> str:
+def _score(config: PipelineConfig, data: tuple[str, ...]) -> Any:
     """The score stage on the held-out videos, or on every video marked as training data."""
     from deepfake_lib.scoring import ScoreConfig, run_score  # noqa: PLC0415
 
     videos = held_out_videos(RunDir(config.out))
     return run_score(ScoreConfig(data=data, out=config.out, overwrite=config.force,
                                  videos=videos,
-                                 data_name="validation" if videos else "train")).text()
+                                 data_name="validation" if videos else "train"))
 
 
-def _stages(config: PipelineConfig, data: tuple[str, ...]) -> list[tuple[str, Callable[[], str]]]:
+def _stages(config: PipelineConfig, data: tuple[str, ...]) -> list[tuple[str, Callable[[], Any]]]:
+    """``(name, run it)`` of each stage; running one returns its summary."""
     from deepfake_lib.encode import EncodeConfig, run_encode  # noqa: PLC0415
     from deepfake_lib.clustering import ClusterConfig, run_cluster  # noqa: PLC0415
     from deepfake_lib.model import ModelConfig  # noqa: PLC0415
@@ -80,13 +82,13 @@ def _stages(config: PipelineConfig, data: tuple[str, ...]) -> list[tuple[str, Ca
 
     return [
         ("encode", lambda: run_encode(EncodeConfig(data=data, out=config.out,
-                                                   overwrite=config.force)).text()),
-        ("cluster", lambda: run_cluster(ClusterConfig(out=config.out)).text()),
+                                                   overwrite=config.force))),
+        ("cluster", lambda: run_cluster(ClusterConfig(out=config.out))),
         ("prepare", lambda: run_prepare(PrepareConfig(data=data, out=config.out,
-                                                      overwrite=config.force)).text()),
+                                                      overwrite=config.force))),
         ("train", lambda: run_train(TrainConfig(out=config.out, model=model,
                                                 workers=config.workers, epochs=config.epochs,
-                                                overwrite=config.force)).text()),
+                                                overwrite=config.force))),
         ("score", lambda: _score(config, data)),
     ]
 
@@ -95,8 +97,16 @@ def _stages(config: PipelineConfig, data: tuple[str, ...]) -> list[tuple[str, Ca
 class PipelineSummary:
     out: str
     seconds: float
+    stopped_after: str | None = None  # a stage that did nothing, so the next had no input
+
+    @property
+    def succeeded(self) -> bool:
+        return self.stopped_after is None
 
     def text(self) -> str:
+        if self.stopped_after:
+            return (f"pipeline: stopped after {self.stopped_after}, which did nothing (its "
+                    f"summary is above); what was done is in {self.out}")
         return f"pipeline: done in {self.seconds:.0f} s; everything is in {self.out}"
 
 
@@ -119,8 +129,11 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
             continue
         start = time.monotonic()
         log(f"pipeline: {name} ...")
-        log(stage())
+        summary = stage()
+        log(summary.text())
         log(f"pipeline: {name} took {time.monotonic() - start:.1f} s")
+        if not summary.succeeded:
+            return PipelineSummary(run.location, time.monotonic() - began, stopped_after=name)
     if run.exists("leaderboard.json"):
         board = run.read_json("leaderboard.json")
         on = ("TRAINING videos: the model has seen these people, this is no measure of how it "

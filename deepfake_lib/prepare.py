@@ -111,6 +111,10 @@ class PrepareSummary:
     batches_skipped: int = 0
     seconds: float = 0.0
 
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.crops)
+
     def text(self) -> str:
         crops = ", ".join(f"{n} {k}" for k, n in sorted(self.crops.items())) or "none"
         splits = ", ".join(f"{n} {k}" for k, n in sorted(self.splits.items())) or "none"

@@ -110,11 +110,11 @@ def check_resources(what: str, cpus: float, gpus: float, count: int = 1) -> None
 
 
 def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | None = None,
-            succeeded: Callable[[Any], bool] = lambda summary: True, use_ray: bool = True) -> int:
+            use_ray: bool = True) -> int:
     """What every job script does: join or start Ray (unless the stage runs in this process,
     ``use_ray=False``), run one stage, print its summary. Returns the exit code: 1 when the
-    stage could do nothing (a clear error, printed without a traceback, or
-    ``succeeded(summary)`` false), else 0."""
+    stage could do nothing (a clear error, printed without a traceback, or a summary that
+    says nothing succeeded), else 0."""
     if use_ray:
         init_ray(address)
     try:
@@ -123,4 +123,4 @@ def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | 
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
     print(summary.text())
-    return 0 if succeeded(summary) else 1
+    return 0 if summary.succeeded else 1

@@ -98,6 +98,11 @@ class ScoreSummary:
     leaderboard: dict | None = None
     seconds: float = 0.0
 
+    @property
+    def succeeded(self) -> bool:
+        """Some video was scored by the model (not only given the fallback)."""
+        return self.statuses.get("ok", 0) + self.statuses.get("partial", 0) > 0
+
     def text(self) -> str:
         statuses = ", ".join(f"{n} {k}" for k, n in sorted(self.statuses.items()))
         text = (f"score: {self.videos} videos ({statuses}) in {format_seconds(self.seconds)}; "

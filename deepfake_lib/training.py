@@ -68,6 +68,10 @@ class TrainSummary:
     best: dict = field(default_factory=dict)
     seconds: float = 0.0
 
+    @property
+    def succeeded(self) -> bool:
+        return self.epochs > 0
+
     def text(self) -> str:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in self.best.items()
                           if k.startswith("val_") and isinstance(v, float))

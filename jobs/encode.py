@@ -44,8 +44,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]
 
 def main(argv: list[str] | None = None) -> int:
     config, address = parse_args(argv)
-    return run_job("encode", run_encode, config, address,
-                   succeeded=lambda s: s.encoded > 0 or s.videos == 0)
+    return run_job("encode", run_encode, config, address)
 
 
 if __name__ == "__main__":

@@ -52,8 +52,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
 
 def main(argv: list[str] | None = None) -> int:
     config, address = parse_args(argv)
-    return run_job("prepare", run_prepare, config, address,
-                   succeeded=lambda s: bool(s.crops))
+    return run_job("prepare", run_prepare, config, address)
 
 
 if __name__ == "__main__":

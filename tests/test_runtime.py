@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 import yaml
 
 from deepfake_lib.runtime import autoscaled_node_types, room_for
@@ -35,3 +36,63 @@ def test_a_launcher_cluster_counts_the_nodes_its_autoscaler_may_add(tmp_path):
 def test_unknown_autoscaling_refuses_nothing_and_no_autoscaler_adds_nothing(tmp_path):
     assert autoscaled_node_types(str(CLUSTER_YAML)) is None  # resources left to the launcher
     assert autoscaled_node_types(str(tmp_path / "absent.yaml")) == []
+
+
+def _did_nothing(out: str) -> dict:
+    """Each job's stage function and a summary of a run in which nothing succeeded."""
+    from deepfake_lib.clustering import ClusterSummary
+    from deepfake_lib.encode import EncodeSummary
+    from deepfake_lib.pipeline import PipelineSummary
+    from deepfake_lib.prepare import PrepareSummary
+    from deepfake_lib.scoring import ScoreSummary
+
+    return {
+        "encode": ("run_encode", EncodeSummary(out, videos=3, errors={"corrupt": 3})),
+        "cluster": ("run_cluster", ClusterSummary(out, faces=12, noise=12, reals=4)),
+        "prepare": ("run_prepare", PrepareSummary(out, units=2, errors={"corrupt": 2})),
+        "score": ("run_score", ScoreSummary(out, videos=3, statuses={"error": 2, "no_face": 1})),
+        "pipeline": ("run_pipeline", PipelineSummary(out, 1.0, stopped_after="score")),
+    }
+
+
+JOB_ARGS = {"encode": ["--data", "videos"], "cluster": [], "prepare": ["--data", "videos"],
+            "score": ["--data", "videos"], "pipeline": []}
+
+
+@pytest.mark.parametrize("job", sorted(JOB_ARGS))
+def test_a_job_in_which_nothing_succeeded_exits_1(job, tmp_path, monkeypatch, capsys):
+    import importlib
+
+    from deepfake_lib import runtime
+
+    module = importlib.import_module(f"jobs.{job}")
+    stage, summary = _did_nothing(str(tmp_path))[job]
+    monkeypatch.setattr(runtime, "init_ray", lambda address=None: None)
+    monkeypatch.setattr(module, stage, lambda config: summary)
+    assert module.main(JOB_ARGS[job] + ["--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().out.strip() == summary.text()  # the summary says what failed
+
+
+def test_one_video_scored_is_success():
+    from deepfake_lib.scoring import ScoreSummary
+
+    assert ScoreSummary("run", videos=3, statuses={"partial": 1, "error": 2}).succeeded
+    assert not ScoreSummary("run", videos=3, statuses={"timeout": 1, "error": 2}).succeeded
+
+
+def test_the_pipeline_stops_after_a_stage_that_did_nothing(tmp_path, monkeypatch):
+    from deepfake_lib import pipeline
+    from deepfake_lib.clustering import ClusterSummary
+    from deepfake_lib.encode import EncodeSummary
+
+    out = str(tmp_path / "run")
+    stages = [("encode", lambda: EncodeSummary(out, videos=2, encoded=2, faces=2)),
+              ("cluster", lambda: ClusterSummary(out, faces=2, noise=2, reals=2)),
+              ("prepare", lambda: pytest.fail("prepare ran on an empty subset"))]
+    monkeypatch.setattr(pipeline, "_stages", lambda config, data: stages)
+    messages = []
+    summary = pipeline.run_pipeline(pipeline.PipelineConfig(out=out, data=("videos",)),
+                                    log=messages.append)
+    assert not summary.succeeded and summary.stopped_after == "cluster"
+    assert "stopped after cluster" in summary.text()
+    assert stages[1][1]().text() in messages
