@@ -96,3 +96,46 @@ def test_the_pipeline_stops_after_a_stage_that_did_nothing(tmp_path, monkeypatch
     assert not summary.succeeded and summary.stopped_after == "cluster"
     assert "stopped after cluster" in summary.text()
     assert stages[1][1]().text() in messages
+
+
+@pytest.mark.parametrize("overwrite,again", [(False, "rerun the same command:"),
+                                             (True, "rerun the same command without "
+                                                    "--overwrite:")])
+def test_ctrl_c_says_where_the_run_stands_and_how_to_resume(overwrite, again, tmp_path, capsys):
+    from deepfake_lib.encode import EncodeConfig
+    from deepfake_lib.runtime import run_job
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    config = EncodeConfig(data=("videos",), out=str(tmp_path / "run"), overwrite=overwrite)
+    assert run_job("encode", interrupted, config, use_ray=False) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"what was finished is in {tmp_path / 'run'}" in err and again in err
+
+
+@pytest.mark.parametrize("job", ["encode", "cluster", "score"])
+def test_a_run_directory_that_cannot_be_written_is_one_line_before_ray_starts(
+        job, tmp_path, monkeypatch, capsys):
+    import importlib
+
+    from deepfake_lib import runtime
+
+    (tmp_path / "a_file").write_text("in the way")
+    monkeypatch.setattr(runtime, "init_ray",
+                        lambda address=None: pytest.fail("Ray started for a run it cannot write"))
+    out = str(tmp_path / "a_file" / "run")
+    assert importlib.import_module(f"jobs.{job}").main(JOB_ARGS[job] + ["--out", out]) == 1
+    err = capsys.readouterr().err
+    assert err == f"{job}: cannot write to the run directory {out}: " + err.split(": ", 2)[2]
+    assert err.count("\n") == 1 and "Not a directory" in err
+
+
+def test_a_bucket_that_does_not_exist_is_one_line(s3_endpoint, capsys):
+    from jobs.cluster import main
+
+    assert main(["--out", "s3://no-such-bucket/run1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cluster: cannot write to the run directory s3://no-such-bucket/run1: ")
+    assert err.count("\n") == 1
