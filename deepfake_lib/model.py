@@ -146,16 +146,34 @@ class TrainedModel:
 
 def load_model(model_dir: str, device: str | None = None) -> TrainedModel:
     """Load ``model_dir`` (local or s3://) as written by the train stage: ``config.json`` and
-    ``model.pt``. No flags needed; ``device`` defaults to CUDA when available."""
+    ``model.pt``. No flags needed; ``device`` defaults to CUDA when available.
+
+    Raises FileNotFoundError when either file is missing, ValueError when one cannot be read
+    as this model's."""
     import torch  # noqa: PLC0415
 
-    config_path = storage.join(model_dir, "config.json")
-    if not storage.exists(config_path):
-        raise FileNotFoundError(f"no trained model in {model_dir} (config.json missing): "
-                                "run jobs/train.py first")
-    config = ModelConfig.from_json(storage.read_bytes(config_path))
+    for name in ("config.json", "model.pt"):
+        if not storage.exists(storage.join(model_dir, name)):
+            raise FileNotFoundError(f"no trained model in {model_dir} ({name} missing): "
+                                    "run jobs/train.py first")
+    config_path, weights = storage.join(model_dir, "config.json"), storage.join(model_dir,
+                                                                               "model.pt")
+    try:
+        config = ModelConfig.from_json(storage.read_bytes(config_path))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{config_path} is not a model's config: {exc}") from None
+    with storage.local_copy(weights) as path:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged file
+            raise ValueError(f"{weights} cannot be read as PyTorch weights (damaged or cut "
+                             f"short: {type(exc).__name__})") from None
     model = build_model(config, pretrained=False)
-    with storage.local_copy(storage.join(model_dir, "model.pt")) as path:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{weights} does not hold the weights of a {config.arch} with encoder "
+                         f"{config.encoder}, as config.json says: "
+                         f"{' '.join(str(exc).split())[:200]}") from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return TrainedModel(model, config, device)

@@ -255,6 +255,7 @@ def _label(value: str | None) -> int | None:
 def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     """Score every video under ``config.data``; write scores, submission and leaderboard.
     ``faults`` is for tests (:mod:`deepfake_lib.faults`)."""
+    from deepfake_lib.model import load_model  # noqa: PLC0415
     from deepfake_lib.runtime import check_resources, init_ray  # noqa: PLC0415
 
     start = time.monotonic()
@@ -265,8 +266,8 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     model_dir = config.model or run.uri("model")
     if not storage.is_uri(model_dir):
         model_dir = RunDir(model_dir).location
-    if not storage.exists(storage.join(model_dir, "config.json")):
-        raise FileNotFoundError(f"no trained model in {model_dir}: run jobs/train.py first")
+    # checked here, once: in the actors a model that cannot load only kills them, over and over
+    load_model(model_dir, device="cpu")
     manifest = build_manifest(list(config.data)).table
     if config.videos:
         missing = set(config.videos) - set(manifest.column("video_id").to_pylist())

@@ -1,6 +1,7 @@
 import csv
 import dataclasses
 import json
+import re
 import threading
 
 import cv2
@@ -255,3 +256,67 @@ def test_score_cuts_faces_as_the_saved_model_was_trained_on_them(tiny_model, sha
         return np.mean([np.abs(x.astype(int) - y).mean() for x, y in zip(a, b)])
     middle = [cv2.resize(c[12:36, 12:36], (48, 48)) for c in seen[0.5]]
     assert gap(middle, seen[0.0]) < 0.5 * gap(seen[0.5], seen[0.0])
+
+
+@pytest.fixture(scope="module")
+def tiny_weights() -> bytes:
+    """model.pt of an untrained tiny network (ResNet-18 U-Net), as the train stage saves it."""
+    import io
+
+    import torch
+
+    from deepfake_lib.model import ModelConfig, build_model
+
+    buf = io.BytesIO()
+    torch.save(build_model(ModelConfig(**TINY), pretrained=False).state_dict(), buf)
+    return buf.getvalue()
+
+
+TINY = {"encoder": "resnet18", "encoder_weights": "none", "image_size": 64}
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("missing", r"\(model.pt missing\): run jobs/train.py first"),
+    ("empty", r"model.pt cannot be read as PyTorch weights \(damaged or cut short: EOFError\)"),
+    ("random", r"model.pt cannot be read as PyTorch weights \(damaged or cut short: \w+\)"),
+    ("cut", r"model.pt cannot be read as PyTorch weights \(damaged or cut short: \w+\)"),
+    ("other", r"model.pt does not hold the weights of a Unet with encoder resnet34, as "
+              r"config.json says: Error\(s\) in loading state_dict for Unet: Missing key"),
+])
+def test_a_missing_or_damaged_model_is_one_line_before_any_actor_starts(
+        damage, message, tiny_weights, tmp_path, monkeypatch, capsys):
+    import os
+
+    from deepfake_lib import runtime
+    from deepfake_lib.model import ModelConfig
+    from jobs.score import main
+
+    model = tmp_path / "model"
+    model.mkdir()
+    config = ModelConfig(**TINY)
+    if damage == "other":  # weights of another encoder
+        config = ModelConfig(**{**TINY, "encoder": "resnet34"})
+    (model / "config.json").write_text(config.to_json())
+    weights = {"missing": None, "empty": b"", "random": os.urandom(4096),
+               "cut": tiny_weights[: len(tiny_weights) // 2], "other": tiny_weights}[damage]
+    if weights is not None:
+        (model / "model.pt").write_bytes(weights)
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "a.mp4").write_bytes(b"not looked at")
+    monkeypatch.setattr(runtime, "init_ray", lambda address=None: None)
+    monkeypatch.setattr(runtime, "check_resources",
+                        lambda *a, **k: pytest.fail("actors were about to start"))
+    code = main(["--data", str(tmp_path / "videos"), "--out", str(tmp_path / "run"),
+                 "--model", str(model)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert re.search(message, err) and err.startswith("score: "), err
+
+
+def test_a_whole_model_loads(tiny_weights, tmp_path):
+    from deepfake_lib.model import ModelConfig
+
+    (tmp_path / "config.json").write_text(ModelConfig(**TINY).to_json())
+    (tmp_path / "model.pt").write_bytes(tiny_weights)
+    model = load_model(str(tmp_path), device="cpu")
+    assert model.predict([np.zeros((80, 80, 3), np.uint8)]).shape == (1,)
