@@ -114,7 +114,7 @@ def location(many: bool = False, optional: bool = False,
 SEED = between(0, 2**32 - 1)  # what NumPy, scikit-learn and torch all take
 
 
-def flag_name(field: dataclasses.Field) -> str:
+def _flag_name(field: dataclasses.Field) -> str:
     return "--" + field.name.replace("_", "-") if field.metadata.get(FLAG) else field.name
 
 
@@ -127,7 +127,7 @@ def validate(config: Any) -> None:
             continue
         if isinstance(rule, Location) and rule.many and isinstance(value, tuple):
             value = next(v for v in value if not rule.allows((v,)))
-        raise ValueError(f"{flag_name(field)} {value!r}: must be {rule}")
+        raise ValueError(f"{_flag_name(field)} {value!r}: must be {rule}")
 
 
 def rules(*configs: type) -> dict[str, Rule]:
@@ -152,7 +152,8 @@ class FlagParser(argparse.ArgumentParser):
             text = action.help or ""
             # on the same line when it fits an 80-column terminal (help starts at column 24)
             fits = len(text.rsplit("\n", 1)[-1]) + len(rule.hint) + 3 <= 56
-            action.help = f"{text}{' ' if fits else chr(10)}({rule.hint})".lstrip()
+            sep = " " if fits else "\n"
+            action.help = f"{text}{sep}({rule.hint})".lstrip()
         return action
 
     @contextlib.contextmanager
