@@ -13,21 +13,26 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import pyarrow as pa
 
+from deepfake_lib.checks import above, at_least, validate
 from deepfake_lib.progress import Progress
 from deepfake_lib.storage import RunDir
 
 
 @dataclass(frozen=True)
 class TaskOptions:
-    cpus_per_task: float = 1.0
-    retries: int = 3
-    max_in_flight: int | None = None  # default: twice the cluster's CPUs
-    progress_every_s: float = 10.0
+    cpus_per_task: float = field(default=1.0, metadata=above(0))
+    retries: int = field(default=3, metadata=at_least(0, flag=False))
+    # default: twice the cluster's CPUs
+    max_in_flight: int | None = field(default=None, metadata=at_least(1, optional=True))
+    progress_every_s: float = field(default=10.0, metadata=at_least(0, flag=False))
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def _digest(text: str) -> int:

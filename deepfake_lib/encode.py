@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from deepfake_lib import batches, faces, records, storage, video
 from deepfake_lib.batches import TaskOptions
+from deepfake_lib.checks import above, at_least, location, validate
 from deepfake_lib.dataset import build_manifest
 from deepfake_lib.faults import NO_FAULTS, Faults
 from deepfake_lib.progress import format_seconds
@@ -76,19 +77,23 @@ FOLDERS = ("errors", "videos", "encodings")
 class EncodeConfig:
     """Settings of the encode stage (the job's flags)."""
 
-    data: tuple[str, ...]
-    out: str
+    data: tuple[str, ...] = field(metadata=location(many=True))
+    out: str = field(metadata=location())
     all_videos: bool = False
     detector: str = "auto"
-    tries: int = 3
-    try_every_s: float = 2.0
-    num_jitters: int = 1
-    thumb_px: int = 96
-    batch_size: int = 8
-    video_timeout_s: float = 600.0   # per video, then a timeout row and on to the next
+    tries: int = field(default=3, metadata=at_least(1))
+    try_every_s: float = field(default=2.0, metadata=above(0))
+    num_jitters: int = field(default=1, metadata=at_least(1))
+    thumb_px: int = field(default=96, metadata=at_least(1, flag=False))
+    batch_size: int = field(default=8, metadata=at_least(1))
+    # per video, then a timeout row and on to the next
+    video_timeout_s: float = field(default=600.0, metadata=above(0))
     shared_fs: bool = False          # local paths are mounted on every node
     overwrite: bool = False
     tasks: TaskOptions = TaskOptions()
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -102,6 +107,10 @@ class EncodeSummary:
     batches_skipped: int = 0
     seconds: float = 0.0
     problems: dict[str, int] = field(default_factory=dict)  # manifest problems by kind
+
+    @property
+    def succeeded(self) -> bool:
+        return self.encoded > 0
 
     def text(self) -> str:
         rate = self.videos / self.seconds if self.seconds else 0.0

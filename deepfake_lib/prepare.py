@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 from deepfake_lib import batches, faces, figures, masks, records, storage, video
 from deepfake_lib.batches import TaskOptions
 from deepfake_lib.blend import self_blend
+from deepfake_lib.checks import SEED, above, at_least, between, location, validate
 from deepfake_lib.dataset import IMAGE_EXTENSIONS, build_manifest
 from deepfake_lib.encode import ERROR_SCHEMA
 from deepfake_lib.faults import NO_FAULTS, Faults
@@ -89,23 +90,31 @@ CROPS_PER_ROW_GROUP = 64
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    data: tuple[str, ...]
-    out: str
-    every: int = 10                  # crop every k-th frame (30 crops from a 10-s DFDC clip)
-    crop_size: int = 256
-    margin: float = 2 * ModelConfig.crop_margin  # grown on each side, times the face size
-    detect_every_s: float = 1.0
+    data: tuple[str, ...] = field(metadata=location(many=True))
+    out: str = field(metadata=location())
+    # crop every k-th frame (30 crops from a 10-s DFDC clip)
+    every: int = field(default=10, metadata=at_least(1))
+    crop_size: int = field(default=256, metadata=at_least(1))
+    # grown on each side, times the face size
+    margin: float = field(default=2 * ModelConfig.crop_margin, metadata=at_least(0))
+    detect_every_s: float = field(default=1.0, metadata=above(0))
     detector: str = "mtcnn"
-    max_tracks: int = 4              # largest faces per frame
+    max_tracks: int = field(default=4, metadata=at_least(1))  # largest faces per frame
     mask_method: str = masks.DEFAULT_METHOD
-    min_mask_share: float = masks.MIN_FAKE_SHARE  # fake crops with less altered area are dropped
-    val_fraction: float = 0.2
-    batch_size: int = 4
-    video_timeout_s: float = 600.0   # per video (or pair), then a timeout row and on
-    seed: int = 0
+    # fake crops with less altered area are dropped
+    min_mask_share: float = field(default=masks.MIN_FAKE_SHARE,
+                                  metadata=between(0, 1, flag=False))
+    val_fraction: float = field(default=0.2, metadata=between(0, 1, high_open=True))
+    batch_size: int = field(default=4, metadata=at_least(1))
+    # per video decoded, then a timeout row and on
+    video_timeout_s: float = field(default=600.0, metadata=above(0))
+    seed: int = field(default=0, metadata=SEED)
     shared_fs: bool = False          # local paths are mounted on every node
     overwrite: bool = False
     tasks: TaskOptions = TaskOptions()
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -120,6 +129,10 @@ class PrepareSummary:
     batches: int = 0
     batches_skipped: int = 0
     seconds: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.crops)
 
     def text(self) -> str:
         crops = ", ".join(f"{n} {k}" for k, n in sorted(self.crops.items())) or "none"

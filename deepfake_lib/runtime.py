@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from deepfake_lib.storage import RunDir
+
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the Ray cluster at ``address`` (``auto``, ``ray://host:10001`` or ``host:6379``),
@@ -139,17 +141,31 @@ def check_locations(locations: list[str | None], shared_fs: bool) -> None:
 
 
 def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | None = None,
-            succeeded: Callable[[Any], bool] = lambda summary: True, use_ray: bool = True) -> int:
-    """What every job script does: join or start Ray (unless the stage runs in this process,
-    ``use_ray=False``), run one stage, print its summary. Returns the exit code: 1 when the
-    stage could do nothing (a clear error, printed without a traceback, or
-    ``succeeded(summary)`` false), else 0."""
-    if use_ray:
-        init_ray(address)
+            use_ray: bool = True) -> int:
+    """What every job script does: check that the run directory ``config.out`` can be
+    written, join or start Ray (unless the stage runs in this process, ``use_ray=False``), run
+    one stage, print its summary. Returns the exit code: 1 when the stage could do nothing (a
+    clear error, storage errors included, printed as one line without a traceback, or a
+    summary that says nothing succeeded), 130 when interrupted (Ctrl-C), else 0."""
+    run = RunDir(config.out)
     try:
+        run.check_writable()
+        if use_ray:
+            init_ray(address)
         summary = stage(config)
-    except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as exc:
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; what was finished is in {run.location}. To resume, "
+              f"rerun {_same_command(config)}: finished work is skipped.", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as exc:  # pyarrow's storage errors are OSErrors
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
     print(summary.text())
-    return 0 if succeeded(summary) else 1
+    return 0 if summary.succeeded else 1
+
+
+def _same_command(config: Any) -> str:
+    """How to rerun a job without undoing what it finished."""
+    if getattr(config, "overwrite", False):
+        return "the same command without --overwrite"
+    return "the same command"

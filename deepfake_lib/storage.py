@@ -169,6 +169,17 @@ class RunDir:
         tables = [pq.read_table(f"{path}/{n}", filesystem=fs, columns=columns) for n in names]
         return pa.concat_tables(tables, promote_options="default")
 
+    def check_writable(self) -> None:
+        """Write and delete a small file, so that a run directory that cannot be written (no
+        such bucket, a file in the way, a read-only disk, storage that does not answer) fails
+        with one OSError naming it before any work starts."""
+        probe = f".write-probe-{uuid.uuid4().hex}"
+        try:
+            self.write_bytes(probe, b"")
+            self.delete(probe)
+        except OSError as exc:
+            raise OSError(f"cannot write to the run directory {self.location}: {exc}") from None
+
     def delete(self, rel: str) -> None:
         """Delete a file or a folder (recursively); nothing if absent."""
         fs, path = resolve(self.uri(rel))

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from deepfake_lib import metrics, records, storage, training_data
+from deepfake_lib.checks import SEED, above, at_least, between, location, validate
 from deepfake_lib.faults import NO_FAULTS, Faults
 from deepfake_lib.model import ModelConfig, build_model, to_batch
 from deepfake_lib.progress import Progress
@@ -35,23 +36,29 @@ from deepfake_lib.training_data import ValidationSet
 
 @dataclass(frozen=True)
 class TrainConfig:
-    out: str
+    out: str = field(metadata=location())
     model: ModelConfig = field(default_factory=ModelConfig)
-    workers: int = 2
-    cpus_per_worker: float = 1.0     # each worker's torch threads follow it
+    workers: int = field(default=2, metadata=at_least(1))
+    # each worker's torch threads follow it
+    cpus_per_worker: float = field(default=1.0, metadata=above(0))
     use_gpu: bool = False
-    epochs: int = 5
-    batch_size: int = 16
-    lr: float = 3e-4
-    mask_weight: float = 1.0
-    label_weight: float = 1.0
-    xray_share: float = 0.5          # pseudo-fakes that blend in another person's face
-    val_data: tuple[str, ...] = ()   # folders of labelled crops (real/, fake/) to validate on
+    epochs: int = field(default=5, metadata=at_least(1))
+    batch_size: int = field(default=16, metadata=at_least(1))
+    lr: float = field(default=3e-4, metadata=above(0))
+    mask_weight: float = field(default=1.0, metadata=at_least(0))
+    label_weight: float = field(default=1.0, metadata=at_least(0))
+    # pseudo-fakes that blend in another person's face
+    xray_share: float = field(default=0.5, metadata=between(0, 1))
+    # folders of labelled crops (real/, fake/) to validate on
+    val_data: tuple[str, ...] = field(default=(), metadata=location(many=True))
     augment: bool = True
-    max_failures: int = 2
-    seed: int = 0
+    max_failures: int = field(default=2, metadata=at_least(-1))  # -1: Ray Train's no limit
+    seed: int = field(default=0, metadata=SEED)
     shared_fs: bool = False          # local paths are mounted on every node
     overwrite: bool = False          # start afresh instead of resuming RUN/train_runs
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -61,6 +68,10 @@ class TrainSummary:
     best_epoch: int
     best: dict = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.epochs > 0
 
     def text(self) -> str:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in self.best.items()

@@ -10,13 +10,15 @@ import argparse
 import sys
 
 from deepfake_lib.batches import TaskOptions
+from deepfake_lib.checks import FlagParser
 from deepfake_lib.encode import EncodeConfig, run_encode
 from deepfake_lib.faces import DETECTORS
 from deepfake_lib.runtime import run_job
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = FlagParser((EncodeConfig, TaskOptions), description=__doc__,
+                   formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="folders (or s3:// URIs) of DFDC parts")
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
     p.add_argument("--all", action="store_true", help="encode fakes too (default: REAL and unlabelled)")
@@ -35,19 +37,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]
                         "multi-node cluster needs s3:// paths)")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
-    config = EncodeConfig(data=tuple(a.data), out=a.out, all_videos=a.all, detector=a.detector,
-                          tries=a.tries, try_every_s=a.try_every_s, num_jitters=a.num_jitters,
-                          batch_size=a.batch_size, video_timeout_s=a.video_timeout_s,
-                          overwrite=a.overwrite, shared_fs=a.shared_fs,
-                          tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
-                                            max_in_flight=a.max_in_flight))
+    with p.checked():
+        config = EncodeConfig(data=tuple(a.data), out=a.out, all_videos=a.all,
+                              detector=a.detector, tries=a.tries, try_every_s=a.try_every_s,
+                              num_jitters=a.num_jitters, batch_size=a.batch_size,
+                              video_timeout_s=a.video_timeout_s, overwrite=a.overwrite,
+                              shared_fs=a.shared_fs,
+                              tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
+                                                max_in_flight=a.max_in_flight))
     return config, a.address
 
 
 def main(argv: list[str] | None = None) -> int:
     config, address = parse_args(argv)
-    return run_job("encode", run_encode, config, address,
-                   succeeded=lambda s: s.encoded > 0 or s.videos == 0)
+    return run_job("encode", run_encode, config, address)
 
 
 if __name__ == "__main__":

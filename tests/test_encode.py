@@ -22,7 +22,7 @@ def _files(folder):
 
 def test_plan_is_deterministic_and_selects_reals(shared_data):
     manifest = build_manifest(str(shared_data / "videos")).table
-    config = EncodeConfig(data=(), out="", batch_size=4)
+    config = EncodeConfig(data=(), out="unused", batch_size=4)
     plan = plan_batches(manifest, config)
     ids = [v for _, rows in plan for v in rows.column("video_id").to_pylist()]
     # reals and unlabelled only: the 3 FF++ originals, the DFDC real, the 3 clips
@@ -30,7 +30,7 @@ def test_plan_is_deterministic_and_selects_reals(shared_data):
                                   "multi_person_1080p.mp4", "news_anchor.mp4",
                                   "short_hamilton_clip.mp4"])
     assert [n for n, _ in plan] == [n for n, _ in plan_batches(manifest, config)]
-    everything = plan_batches(manifest, EncodeConfig(data=(), out="", all_videos=True))
+    everything = plan_batches(manifest, EncodeConfig(data=(), out="unused", all_videos=True))
     assert sum(rows.num_rows for _, rows in everything) == 11
 
 
@@ -38,7 +38,8 @@ def test_encode_video_without_ray(shared_data):
     path = shared_data / "videos" / "clips" / "short_hamilton_clip.mp4"
     row = {"video_id": path.name, "path": str(path), "part": "clips", "label": None,
            "original": None}
-    info, rows, error = encode_video(row, faces.get_face_detector("auto"), EncodeConfig((), ""))
+    info, rows, error = encode_video(row, faces.get_face_detector("auto"),
+                                     EncodeConfig((), "unused"))
     assert error is None and info["status"] == "ok"
     assert info["n_faces"] == len(rows) == 2  # two people in the clip
     assert rows[0]["face_index"] == 0 and rows[1]["face_index"] == 1
