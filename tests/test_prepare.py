@@ -75,7 +75,7 @@ def test_an_original_is_decoded_once_for_all_its_fakes(shared_data, monkeypatch)
             "fake_ids": ["a.mp4", "b.mp4", "broken.mp4"],
             "fake_paths": [str(ffpp / "004_982.mp4")] * 2 + [str(ffpp / "missing.mp4")],
             "videos": 4, "cluster": -1, "split": "train"}
-    config = PrepareConfig(data=(), out="", every=50)
+    config = PrepareConfig(data=(), out="unused", every=50)
     rows, errors = prepare_unit(unit, faces.get_face_detector(config.detector), config)
     assert decoded == [str(ffpp / "004.mp4")] + [str(ffpp / "004_982.mp4")] * 2
     by_video = {v: [r for r in rows if r["video_id"] == v] for v in ("004.mp4", "a.mp4", "b.mp4")}
