@@ -26,6 +26,8 @@ from deepfake_lib.storage import RunDir
 @dataclass(frozen=True)
 class TaskOptions:
     cpus_per_task: float = field(default=1.0, metadata=above(0))
+    # memory a task asks Ray for, so no node runs more decodes at once than its RAM holds
+    memory_gb_per_task: float = field(default=1.5, metadata=above(0))
     retries: int = field(default=3, metadata=at_least(0, flag=False))
     # default: twice the cluster's CPUs
     max_in_flight: int | None = field(default=None, metadata=at_least(1, optional=True))
@@ -136,6 +138,13 @@ def done_batches(run: RunDir, stage: str, marker: str, planned: list[tuple[str, 
 T = TypeVar("T")
 
 
+def current_node() -> str:
+    """The id of the Ray node this code runs on ("" outside Ray): batches record it."""
+    import ray  # noqa: PLC0415
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
 def call_within(seconds: float, call: Callable[[], T]) -> T:
     """``call()``'s result (or its exception), or ``TimeoutError`` once ``seconds`` have
     passed. The call runs in a daemon thread that is left behind on a timeout: a decode stuck
@@ -178,6 +187,7 @@ def run_batches(task: Callable[..., dict], batches: list[tuple[str, pa.Table]], 
     from deepfake_lib.runtime import cluster_cpus  # noqa: PLC0415
 
     remote = ray.remote(task).options(num_cpus=options.cpus_per_task,
+                                      memory=int(options.memory_gb_per_task * 2**30),
                                       max_retries=options.retries, retry_exceptions=True)
     max_in_flight = options.max_in_flight or 2 * cluster_cpus()
     progress = Progress(label, sum(rows.num_rows for _, rows in batches),

@@ -69,6 +69,7 @@ CROP_SCHEMA = pa.schema([
     ("landmarks", pa.list_(pa.float32())),      # x0, y0, x1, y1, ... (72 points; reals only)
     ("cluster", pa.int32()),         # identity cluster (-1: noise or unknown)
     ("split", pa.string()),          # train or val
+    ("node", pa.string()),           # the Ray node that prepared it
 ])
 
 PLAN_SCHEMA = pa.schema([
@@ -111,7 +112,8 @@ class PrepareConfig:
     seed: int = field(default=0, metadata=SEED)
     shared_fs: bool = False          # local paths are mounted on every node
     overwrite: bool = False
-    tasks: TaskOptions = TaskOptions()
+    # measured: 1.7 GB peak for a 10-s 1080p original and its fakes (models: 0.9 of it)
+    tasks: TaskOptions = TaskOptions(memory_gb_per_task=2.0)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -325,7 +327,9 @@ def prepare_batch(name: str, units: pa.Table, run: RunDir, config: PrepareConfig
         if i == 0:
             faults.crash_once()
     run.write_parquet(f"prepare_errors/{name}.parquet", pa.Table.from_pylist(errors, ERROR_SCHEMA))
-    run.write_parquet(f"crops/{name}.parquet", pa.Table.from_pylist(rows, CROP_SCHEMA),
+    node = batches.current_node()
+    run.write_parquet(f"crops/{name}.parquet",
+                      pa.Table.from_pylist([{**r, "node": node} for r in rows], CROP_SCHEMA),
                       row_group_size=CROPS_PER_ROW_GROUP)
     return {"units": units.num_rows, "crops": len(rows), "errors": len(errors)}
 

@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]
     p.add_argument("--video-timeout-s", type=float, default=600.0,
                    help="seconds one video may take before it is a timeout row (default 600)")
     p.add_argument("--cpus-per-task", type=float, default=1.0)
+    p.add_argument("--memory-gb-per-task", type=float,
+                   default=EncodeConfig.tasks.memory_gb_per_task,
+                   help="memory each task asks Ray for, GB (default %(default)s)")
     p.add_argument("--max-in-flight", type=int, default=None, help="tasks queued at once (default: 2 x cluster CPUs)")
     p.add_argument("--overwrite", action="store_true", help="delete earlier encode output in --out first")
     p.add_argument("--shared-fs", action="store_true",
@@ -44,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]
                               video_timeout_s=a.video_timeout_s, overwrite=a.overwrite,
                               shared_fs=a.shared_fs,
                               tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
+                                                memory_gb_per_task=a.memory_gb_per_task,
                                                 max_in_flight=a.max_in_flight))
     return config, a.address
 

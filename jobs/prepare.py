@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
                    help="seconds one video or pair may take before it is a timeout row "
                         "(default 600)")
     p.add_argument("--cpus-per-task", type=float, default=1.0)
+    p.add_argument("--memory-gb-per-task", type=float,
+                   default=PrepareConfig.tasks.memory_gb_per_task,
+                   help="memory each task asks Ray for, GB (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="delete earlier prepare output in --out first")
     p.add_argument("--shared-fs", action="store_true",
                    help="local paths are on a file system every node mounts (without it a "
@@ -53,7 +56,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
                                val_fraction=a.val_fraction, batch_size=a.batch_size,
                                video_timeout_s=a.video_timeout_s, seed=a.seed,
                                overwrite=a.overwrite, shared_fs=a.shared_fs,
-                               tasks=TaskOptions(cpus_per_task=a.cpus_per_task))
+                               tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
+                                                 memory_gb_per_task=a.memory_gb_per_task))
     return config, a.address
 
 

@@ -183,7 +183,7 @@ def _score_losing_a_node(data: str, out: str, model: str) -> dict:
 
 
 def _encode_with_the_driver_killed(data: str, killed_out: str, clean_out: str) -> dict:
-    cluster, _ = _cluster()
+    cluster, workers = _cluster()
     command = [sys.executable, str(ROOT / "jobs" / "encode.py"), "--data", data, "--all",
                "--batch-size", "1", "--address", cluster.address]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -201,7 +201,8 @@ def _encode_with_the_driver_killed(data: str, killed_out: str, clean_out: str) -
     written_when_killed = _count(Path(killed_out) / "encodings")
     rerun = subprocess.run([*command, "--out", killed_out], env=env, capture_output=True, text=True)
     clean = subprocess.run([*command, "--out", clean_out], env=env, capture_output=True, text=True)
-    return {"refused": refused.returncode, "refused_err": refused.stderr,
+    return {"workers": sorted(node.node_id for node in workers),
+            "refused": refused.returncode, "refused_err": refused.stderr,
             "written_when_killed": written_when_killed, "rerun": rerun.returncode,
             "rerun_out": rerun.stdout, "clean": clean.returncode}
 
@@ -268,3 +269,6 @@ def test_killed_driver_then_rerun_equals_an_uninterrupted_run(sample_dir, tmp_pa
     assert after == reference
     assert sorted(p.name for p in (killed / "encodings").glob("*.parquet")) == \
         sorted(p.name for p in (clean / "encodings").glob("*.parquet"))
+    # the tasks ran on every worker node (the head has no CPU), as each batch records
+    nodes = pq.read_table(clean / "videos", columns=["node"]).column("node").to_pylist()
+    assert sorted(set(nodes)) == result["workers"]
