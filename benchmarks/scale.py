@@ -763,7 +763,7 @@ def print_assumptions(results: dict, a: argparse.Namespace, nodes: int | None,
         f"(1x = {s['pairs']} FF++ originals with {s['fakes']} fake(s) each): per-unit costs "
         "are slopes of CPU seconds (and bytes written) against units over the sizes",
         "CPU-h are CPU seconds of the driver and Ray's workers here; a c6i vCPU is taken as one "
-        "such CPU; the FF++ clips average 466 frames at 0.7 megapixels, a DFDC clip is 300 "
+        "such CPU; the three FF++ originals average 466 frames of 0.7 megapixels, a DFDC clip 300 "
         "frames of 1080p (about 1.9x the pixels): decoding-bound stages may cost up to that "
         "much more",
         f"encode: the {DFDC_REALS:,} reals; cluster: in one process on the head, its faces "
