@@ -36,7 +36,8 @@ class Number:
     def allows(self, value: Any) -> bool:
         if value is None:
             return self.optional
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
             return False
         if value < self.low or (self.low_open and value == self.low):
             return False

@@ -60,6 +60,7 @@ class ClusterConfig:
     montage_max: int = field(default=100, metadata=at_least(1, flag=False))
     # thumbnails on the PCA and t-SNE canvases
     scatter_max: int = field(default=1500, metadata=at_least(0, flag=False))
+    overwrite: bool = False        # replace clusters made with other settings
 
     def __post_init__(self) -> None:
         validate(self)
@@ -207,9 +208,12 @@ def write_figures(run: RunDir, config: ClusterConfig, result: Clustering,
 
 def run_cluster(config: ClusterConfig) -> ClusterSummary:
     """Run the cluster stage on ``config.out``. Raises ValueError when there is nothing to
-    cluster (no encodings, or fewer faces than :data:`cluster_methods.MIN_FACES`)."""
+    cluster (no encodings, or fewer faces than :data:`cluster_methods.MIN_FACES`), or when
+    the run holds clusters made with other settings (unless ``overwrite``): the later stages
+    were made from them. More encodings than last time are simply clustered again."""
     start = time.monotonic()
     run = RunDir(config.out)
+    records.check_settings(run, "cluster", config, config.overwrite)
     meta, encodings = load_encodings(run)
     result = cluster_encodings(encodings, config.params)
     keys = [f"{v}:{f}:{i}" for v, f, i in zip(meta.column("video_id").to_pylist(),

@@ -105,7 +105,7 @@ def _stages(config: PipelineConfig, data: tuple[str, ...]
         ("encode", lambda run, overwrite: (EncodeConfig(data=data, out=config.out,
                                                         overwrite=overwrite, shared_fs=shared),
                                            None), run_encode),
-        ("cluster", lambda run, overwrite: (ClusterConfig(out=config.out),
+        ("cluster", lambda run, overwrite: (ClusterConfig(out=config.out, overwrite=overwrite),
                                             records.folder_digest(run, "encodings")),
          run_cluster),
         ("prepare", lambda run, overwrite: (PrepareConfig(data=data, out=config.out,

@@ -140,6 +140,33 @@ def check_locations(locations: list[str | None], shared_fs: bool) -> None:
         raise ValueError(problem)
 
 
+def _same_place(a: str, b: str) -> bool:
+    from deepfake_lib import storage  # noqa: PLC0415
+
+    if storage.is_uri(a) or storage.is_uri(b):
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_inputs(config: Any) -> None:
+    """Raise ValueError, before anything starts, for a ``--data`` folder that is not there,
+    is a file, or is the run directory itself (the run's outputs would be its next inputs)."""
+    import pyarrow.fs as pafs  # noqa: PLC0415
+
+    from deepfake_lib import storage  # noqa: PLC0415
+
+    for root in getattr(config, "data", ()):
+        if _same_place(root, config.out):
+            raise ValueError(f"--out {config.out} is also a --data folder: the run's outputs "
+                             "would become its inputs. Use a run directory of its own.")
+        fs, path = storage.resolve(root)
+        kind = fs.get_file_info(path).type
+        if kind == pafs.FileType.NotFound:
+            raise ValueError(f"--data {root} does not exist")
+        if kind == pafs.FileType.File:
+            raise ValueError(f"--data {root} is a file, not a folder of videos")
+
+
 def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | None = None,
             use_ray: bool = True) -> int:
     """What every job script does: check that the run directory ``config.out`` can be
@@ -150,6 +177,7 @@ def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | 
     run = RunDir(config.out)
     try:
         run.check_writable()
+        check_inputs(config)
         if use_ray:
             init_ray(address)
         summary = stage(config)

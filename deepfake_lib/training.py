@@ -306,13 +306,19 @@ def run_train(config: TrainConfig, faults: Faults = NO_FAULTS) -> TrainSummary:
     except TrainingFailedError as exc:
         raise RuntimeError(f"training failed after {config.max_failures} restarts: "
                            f"{str(exc)[-2000:]}") from None
+    except SystemExit:  # Ray Train's own Ctrl-C handler ends some aborts this way
+        raise KeyboardInterrupt from None
+    history = []
+    if result.checkpoint is not None:
+        with result.checkpoint.as_directory() as d:
+            history = json.load(open(os.path.join(d, "metrics.json")))
+    if len(history) < config.epochs:  # Ray Train returns an aborted run (Ctrl-C) as a result
+        raise KeyboardInterrupt
     best = min(result.best_checkpoints, key=lambda cm: cm[1]["selection_loss"])[0] \
         if result.best_checkpoints else result.checkpoint
     with best.as_directory() as d:
         run.write_bytes("model/model.pt", open(os.path.join(d, "model.pt"), "rb").read())
         best_history = json.load(open(os.path.join(d, "metrics.json")))
-    with result.checkpoint.as_directory() as d:
-        history = json.load(open(os.path.join(d, "metrics.json")))
     model_config = replace(model_config, temperature=best_history[-1].get("val_temperature", 1.0))
     run.write_bytes("model/config.json", model_config.to_json().encode())
     run.write_json("model/metrics.json", history)

@@ -34,13 +34,17 @@ def parse_args(argv: list[str] | None = None) -> ClusterConfig:
     p.add_argument("--per-cluster", type=int, default=3, help="real videos chosen per person for the subset")
     p.add_argument("--include-noise", action="store_true", help="keep real videos whose face is noise")
     p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace clusters made with other settings (later stages were made "
+                        "from them)")
     a = p.parse_args(argv)
     with p.checked():
         params = ClusterParams(method=a.method, pca_components=a.pca_components,
                                perplexity=a.perplexity, min_cluster_size=a.min_cluster_size,
                                eps=a.eps, min_samples=a.min_samples, seed=a.seed)
         return ClusterConfig(out=a.out, params=params, per_cluster=a.per_cluster,
-                             include_noise=a.include_noise, figures=not a.no_figures)
+                             include_noise=a.include_noise, figures=not a.no_figures,
+                             overwrite=a.overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

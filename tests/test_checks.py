@@ -29,6 +29,7 @@ BAD = [  # job, flags, the message
     ("score", DATA_OUT + ["--fallback", "1.5"], "--fallback 1.5: must be in [0, 1]"),
     ("score", DATA_OUT + ["--fallback", "-0.1"], "--fallback -0.1: must be in [0, 1]"),
     ("score", DATA_OUT + ["--budget-s", "nan"], "--budget-s nan: must be > 0"),
+    ("score", DATA_OUT + ["--budget-s", "inf"], "--budget-s inf: must be > 0"),
     ("score", DATA_OUT + ["--model", ""], "--model '': must be a local path or s3:// URI"),
     ("encode", ["--data", "", "--out", "run"], "--data '': must be a local path or s3:// URI"),
     ("encode", ["--data", "videos", "--out", ""], "--out '': must be a local path or s3:// URI"),

@@ -132,3 +132,21 @@ def test_empty_and_one_face_runs_are_clear_errors(tmp_path, capsys):
     _write_encodings(run, np.zeros((1, 128), np.float32))
     assert main(["--out", run.location]) == 1
     assert "at least 3" in capsys.readouterr().err
+
+
+def test_other_settings_on_finished_clusters_are_refused_unless_overwrite(tmp_path, capsys):
+    from jobs.cluster import main
+
+    x, _ = synthetic_encodings(5, 8, noise_fraction=0.0, seed=6)
+    run = RunDir(str(tmp_path / "run"))
+    _write_encodings(run, x)
+    assert main(["--out", run.location, "--no-figures"]) == 0
+    before = run.read_bytes("subset.parquet")
+    assert main(["--out", run.location, "--no-figures"]) == 0  # the same settings: fine
+    assert main(["--out", run.location, "--no-figures", "--per-cluster", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "per_cluster=3 then, 1 now" in err and "--overwrite" in err
+    assert run.read_bytes("subset.parquet") == before  # nothing replaced
+    assert main(["--out", run.location, "--no-figures", "--per-cluster", "1",
+                 "--overwrite"]) == 0
+    assert run.read_bytes("subset.parquet") != before

@@ -77,6 +77,8 @@ def test_a_job_in_which_nothing_succeeded_exits_1(job, tmp_path, monkeypatch, ca
 
     module = importlib.import_module(f"jobs.{job}")
     stage, summary = _did_nothing(str(tmp_path))[job]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "videos").mkdir()
     monkeypatch.setattr(runtime, "init_ray", lambda address=None: None)
     monkeypatch.setattr(module, stage, lambda config: summary)
     assert module.main(JOB_ARGS[job] + ["--out", str(tmp_path)]) == 1
@@ -121,7 +123,9 @@ def test_ctrl_c_says_where_the_run_stands_and_how_to_resume(overwrite, again, tm
     def interrupted(config):
         raise KeyboardInterrupt
 
-    config = EncodeConfig(data=("videos",), out=str(tmp_path / "run"), overwrite=overwrite)
+    (tmp_path / "videos").mkdir()
+    config = EncodeConfig(data=(str(tmp_path / "videos"),), out=str(tmp_path / "run"),
+                          overwrite=overwrite)
     assert run_job("encode", interrupted, config, use_ray=False) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -152,3 +156,24 @@ def test_a_bucket_that_does_not_exist_is_one_line(s3_endpoint, capsys):
     err = capsys.readouterr().err
     assert err.startswith("cluster: cannot write to the run directory s3://no-such-bucket/run1: ")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "same_as_out"])
+def test_data_that_cannot_be_the_input_is_one_line_before_ray_starts(case, tmp_path, monkeypatch,
+                                                                    capsys):
+    from deepfake_lib import runtime
+    from jobs.encode import main
+
+    data = tmp_path / "videos"
+    if case == "file":
+        data.write_text("not a folder")
+    elif case == "same_as_out":
+        data.mkdir()
+    monkeypatch.setattr(runtime, "init_ray",
+                        lambda address=None: pytest.fail("Ray started for data it cannot read"))
+    out = data if case == "same_as_out" else tmp_path / "run"
+    assert main(["--data", str(data), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    expected = {"missing": "does not exist", "file": "is a file, not a folder",
+                "same_as_out": "is also a --data folder"}[case]
+    assert expected in err and err.count("\n") == 1

@@ -95,3 +95,36 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert lrs[0] == 0.1 and abs(lrs[9] - np.cos(np.pi * 9 / 100) / 2 - 0.5) < 1e-9
     assert max(lrs) <= 1.0 and lrs[100] == 0.0
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+@pytest.mark.ray
+def test_ctrl_c_during_training_says_where_the_run_stands(ffpp_crops, tmp_path):
+    """Ray Train catches Ctrl-C itself and returns the aborted run as a result: the job
+    still ends with its one line and exit code 130, and writes no model."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    out = _copy_crops(ffpp_crops, tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "RAY_ADDRESS": "local"}
+    job = subprocess.Popen(
+        [sys.executable, str(root / "jobs" / "train.py"), "--out", str(out), "--epochs", "50",
+         "--workers", "1", "--image-size", "64", "--encoder", "resnet18",
+         "--encoder-weights", "none"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(job.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 300
+    while not any("train: epoch 1/50" in line for line in lines) \
+            and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.5)
+    job.send_signal(signal.SIGINT)
+    assert job.wait(timeout=180) == 130
+    reader.join(10)
+    assert any(line.startswith("train: interrupted; what was finished is in") for line in lines)
+    assert not (out / "model" / "model.pt").exists()
