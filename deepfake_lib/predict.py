@@ -47,7 +47,7 @@ COLUMNS = ("path", "prob", "status", "message", "seconds", "n_faces", "n_tracks"
            "picture")
 SCORED = ("ok", "partial")  # statuses whose probability comes from the model
 FRAME_PX = 200              # height of a frame in a picture
-FACE_PX = 120               # side of an enlarged face crop below it
+FACE_PX = 160               # side of an enlarged face crop below it
 TITLE_PX = 56
 
 
