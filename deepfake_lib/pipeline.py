@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow.compute as pc
 
 from deepfake_lib import records, storage
+from deepfake_lib.report import try_write_report
 from deepfake_lib.storage import RunDir
 
 
@@ -152,6 +153,7 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
         log(f"pipeline: {name} ...")
         log(stage(stage_config).text())
         log(f"pipeline: {name} took {time.monotonic() - start:.1f} s")
+        try_write_report(config.out)
     if run.exists("leaderboard.json"):
         log(board_line(run.read_json("leaderboard.json")))
     figures = run.list("figures", ".png") + [f"clusters/{n}" for n in

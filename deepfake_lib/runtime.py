@@ -114,7 +114,8 @@ def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | 
     """What every job script does: join or start Ray (unless the stage runs in this process,
     ``use_ray=False``), run one stage, print its summary. Returns the exit code: 1 when the
     stage could do nothing (a clear error, printed without a traceback, or
-    ``succeeded(summary)`` false), else 0."""
+    ``succeeded(summary)`` false), else 0. A stage that finished rewrites the report of its
+    run directory (``config.out``, :mod:`deepfake_lib.report`) and prints where it is."""
     if use_ray:
         init_ray(address)
     try:
@@ -123,4 +124,8 @@ def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | 
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
     print(summary.text())
+    from deepfake_lib.report import try_write_report  # noqa: PLC0415 - only once a stage is done
+
+    if (report := try_write_report(config.out)) is not None:
+        print(f"report: {report}")
     return 0 if succeeded(summary) else 1
