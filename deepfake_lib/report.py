@@ -12,11 +12,11 @@ their first rows (``manifest_problems.parquet``, ``errors/``, ``prepare_errors/`
 statuses of ``scores/``); the figures; the outputs and where they are.
 
 A picture costs the model and about a second a video to draw (:data:`STRIP` frames, faces
-tracked every :data:`PICTURE_DETECT_EVERY_S` seconds: boxes for a few frames, not a track a
-second), so the pictures are kept in ``RUN/report/`` under names that say the video and the
-model (the score stage's record's digest of it) and drawn only when missing; pictures of
-videos no longer shown are deleted. A rewrite reads records, errors and scores, and embeds
-the figures: well under a second for 1,000 videos (``benchmarks/report.py``).
+found on each: :func:`deepfake_lib.predict.sample_frames`), so the pictures are kept in
+``RUN/report/`` under names that say the video and the model (the score stage's record's
+digest of it) and drawn only when missing; pictures of videos no longer shown are deleted.
+A rewrite reads records, errors and scores and embeds the figures: under a second for 1,000
+videos (``benchmarks/report.py``).
 """
 
 from __future__ import annotations
@@ -39,11 +39,10 @@ from deepfake_lib.storage import RunDir
 STAGES = ("encode", "cluster", "prepare", "train", "score")
 EMBED_PX = 1200       # widest embedded figure, px
 FIRST_ROWS = 3        # rows shown per error kind
-WRONG = 4             # most confidently wrong videos shown with pictures
+WRONG = 3             # most confidently wrong videos shown with pictures
 STRIP = 4             # frames in each of their pictures
 MONTAGES = 6          # cluster montages embedded (all are linked)
 PICTURES = "report"   # RUN/report/: the pictures, drawn once
-PICTURE_DETECT_EVERY_S = 2.5  # faces tracked for a picture: boxes on STRIP frames, no more
 
 # (path in RUN, what it holds); a folder ends with "/"
 OUTPUTS = (
@@ -223,14 +222,13 @@ def most_wrong(scores: list[dict], count: int = WRONG) -> list[dict]:
 
 def _draw(run: RunDir, rows: list[dict], score: dict, names: dict[str, str]
           ) -> dict[str, bytes | str]:
-    """Draw the pictures of ``rows`` (score rows) with the score stage's model and settings
-    (``score``: its record's config), keep them as ``names``; ``{video_id: JPEG bytes, or
-    why there is none}``."""
-    from deepfake_lib import faces  # noqa: PLC0415 - torch and the detector, only when drawing
+    """Draw the pictures of ``rows`` (score rows) with the score stage's model (``score``: its
+    record's config), keep them as ``names``; ``{video_id: JPEG bytes, or why there is
+    none}``."""
+    from deepfake_lib import faces, video  # noqa: PLC0415 - torch and the detector: only to draw
     from deepfake_lib.dataset import build_manifest  # noqa: PLC0415
     from deepfake_lib.model import load_model  # noqa: PLC0415
-    from deepfake_lib.predict import picture  # noqa: PLC0415
-    from deepfake_lib.scoring import ScoreConfig, score_video  # noqa: PLC0415
+    from deepfake_lib.predict import picture, sample_frames  # noqa: PLC0415
 
     try:
         manifest = build_manifest(list(score.get("data") or ()), exclude=[run.location]).table
@@ -241,24 +239,22 @@ def _draw(run: RunDir, rows: list[dict], score: dict, names: dict[str, str]
         detector = faces.get_face_detector(model.config.face_detector, "cpu")
     except (OSError, ValueError, RuntimeError) as exc:
         return {r["video_id"]: f"no picture: {exc}" for r in rows}
-    settings = ScoreConfig(data=(), out="", frames=STRIP, budget_s=60.0,
-                           detect_every_s=PICTURE_DETECT_EVERY_S,
-                           max_tracks=score.get("max_tracks", 4))
     out: dict[str, bytes | str] = {}
     for row in rows:
         video_id = row["video_id"]
         if video_id not in paths:
             out[video_id] = "no picture: the video is no longer where the score stage found it"
             continue
-        kept: dict = {}
-        scored = score_video(paths[video_id], detector, model, settings, 0.5, keep=kept)
-        if not kept:
-            out[video_id] = f"no picture: {scored['message']}"
+        try:
+            with storage.local_copy(paths[video_id]) as local:
+                frames, tracks = sample_frames(local, detector, STRIP)
+        except (video.VideoError, OSError) as exc:
+            out[video_id] = f"no picture: {exc}"
             continue
         title = (f"{video_id}: {'FAKE' if row['label'] else 'REAL'}, scored P(fake) "
                  f"{row['prob']:.2f}")
-        out[video_id] = embeddable(picture(kept["frames"], kept["tracks"], model, title, STRIP,
-                                           settings.max_tracks))
+        out[video_id] = embeddable(picture(frames, tracks, model, title, STRIP,
+                                           score.get("max_tracks", 4)))
         run.write_bytes(names[video_id], out[video_id])
     return out
 
