@@ -34,7 +34,8 @@ def recall_and_speed(baseline_videos: int) -> None:
     rows = build_manifest(str(SHARED / "videos")).table.to_pylist()
     ours_detector = faces.get_face_detector("auto")
     seed_detector = faces.DlibDetector("cnn", max_side=960)
-    ours_config, seed_config = EncodeConfig((), ""), EncodeConfig((), "", tries=1, num_jitters=10)
+    ours_config = EncodeConfig((), "unused")
+    seed_config = EncodeConfig((), "unused", tries=1, num_jitters=10)
     table, results = [], {"ours": [], "seed": []}
     for i, row in enumerate(rows):
         ours = encode_video(row, ours_detector, ours_config)[0]

@@ -51,7 +51,7 @@ def _median_row(rows: list[dict]) -> dict:
 def per_video(model_dir: str, repeats: int) -> None:
     import torch
 
-    config = ScoreConfig(data=(), out="")
+    config = ScoreConfig(data=(), out="unused")
     model = load_model(model_dir, device="cpu")
     detector = faces.make_face_detector(model.config.face_detector)
     table = []

@@ -109,18 +109,21 @@ def build_run(root: Path, n: int, model_dir: str) -> RunDir:
     run.write_bytes("figures/roc_calibration.png", roc_calibration_png(rows))
     _figures(run, rng)
     out = run.location
-    records.write(run, "encode", EncodeConfig(data=(str(data),), out=out), None,
-                  EncodeSummary(out, n, n - n // 20, n, {"no_face": n // 20}, n // 8, 0, 900.0))
-    records.write(run, "cluster", ClusterConfig(out=out), "x",
-                  ClusterSummary(out, n, 40, 30, n, 120, 360, 1.0, {"method": "hdbscan"}, 30.0))
-    records.write(run, "prepare", PrepareConfig(data=(str(data),), out=out), None,
-                  PrepareSummary(out, 480, {"pair": 9000, "real": 4000}, {"train": 10000},
-                                 {"person": 480}, {"no_face": 24}, 60, 0, 1200.0))
-    records.write(run, "train", TrainConfig(out=out), "y",
-                  TrainSummary(f"{out}/model", 4, 3, {"val_auc": 0.7, "val_logloss": 0.66},
-                               1500.0))
+    records.write(run, "encode", EncodeConfig(data=(str(data),), out=out), None, EncodeSummary(
+        out, videos=n, encoded=n - n // 20, faces=n, errors={"no_face": n // 20},
+        batches=n // 8, seconds=900.0))
+    records.write(run, "cluster", ClusterConfig(out=out), "x", ClusterSummary(
+        out, faces=n, clusters=40, noise=30, reals=n, subset_reals=120, subset_fakes=360,
+        clusters_covered=1.0, params={"method": "hdbscan"}, seconds=30.0))
+    records.write(run, "prepare", PrepareConfig(data=(str(data),), out=out), None, PrepareSummary(
+        out, units=480, crops={"pair": 9000, "real": 4000}, splits={"train": 10000},
+        split_by={"person": 480}, errors={"no_face": 24}, batches=60, seconds=1200.0))
+    records.write(run, "train", TrainConfig(out=out), "y", TrainSummary(
+        f"{out}/model", epochs=4, best_epoch=3, best={"val_auc": 0.7, "val_logloss": 0.66},
+        seconds=1500.0))
     records.write(run, "score", ScoreConfig(data=(str(data),), out=out, model=model_dir),
-                  "model-digest", ScoreSummary(out, n, {"ok": n}, board, 2000.0))
+                  "model-digest", ScoreSummary(out, videos=n, statuses={"ok": n},
+                                               leaderboard=board, seconds=2000.0))
     return run
 
 

@@ -62,7 +62,7 @@ def detector_on_every_frame(path: str, detector, model, config: ScoreConfig) -> 
 
 
 def per_video(model_dir: str, repeats: int) -> None:
-    config = ScoreConfig(data=(), out="")
+    config = ScoreConfig(data=(), out="unused")
     model = load_model(model_dir, device="cpu")
     detector = faces.make_face_detector(model.config.face_detector)
     rows = []
@@ -78,7 +78,7 @@ def per_video(model_dir: str, repeats: int) -> None:
         for name, r in (("tracks (ours)", ours), ("detector on every classified frame", base)):
             rows.append([path.name, name, r["decode_s"], r["locate_s"], r["classify_s"],
                          r["seconds"]])
-        rows.append([path.name, f"ratio baseline/ours", base["decode_s"] / ours["decode_s"],
+        rows.append([path.name, "ratio baseline/ours", base["decode_s"] / ours["decode_s"],
                      base["locate_s"] / ours["locate_s"], base["classify_s"] / ours["classify_s"],
                      base["seconds"] / ours["seconds"]])
         rows.append([path.name, f"decode floor ({count} frames)", floor, "-", "-", floor])
@@ -93,7 +93,7 @@ def aggregations(model_dir: str) -> None:
     from deepfake_lib.dataset import build_manifest
     from deepfake_lib.scoring import AGGREGATIONS
 
-    config = ScoreConfig(data=(), out="")
+    config = ScoreConfig(data=(), out="unused")
     model = load_model(model_dir, device="cpu")
     detector = faces.make_face_detector(model.config.face_detector)
     rows = [r for r in build_manifest(str(SHARED / "videos")).table.to_pylist() if r["label"]]

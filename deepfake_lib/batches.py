@@ -11,42 +11,52 @@ records its rows as errors) and the job goes on.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pyarrow as pa
 
+from deepfake_lib.checks import above, at_least, validate
 from deepfake_lib.progress import Progress
 from deepfake_lib.storage import RunDir
 
 
 @dataclass(frozen=True)
 class TaskOptions:
-    cpus_per_task: float = 1.0
-    retries: int = 3
-    max_in_flight: int | None = None  # default: twice the cluster's CPUs
-    progress_every_s: float = 10.0
+    cpus_per_task: float = field(default=1.0, metadata=above(0))
+    # memory a task asks Ray for, so no node runs more decodes at once than its RAM holds
+    memory_gb_per_task: float = field(default=1.5, metadata=above(0))
+    retries: int = field(default=3, metadata=at_least(0, flag=False))
+    # default: twice the cluster's CPUs
+    max_in_flight: int | None = field(default=None, metadata=at_least(1, optional=True))
+    progress_every_s: float = field(default=10.0, metadata=at_least(0, flag=False))
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def _digest(text: str) -> int:
     return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big")
 
 
-def _cut_points(keys: list[str], batch_size: int) -> list[int]:
+def _cut_points(keys: list[str], weights: list[int], batch_size: int) -> list[int]:
     """Where to end batches over ``keys`` (in their final order), chosen by the keys
     themselves (content-defined chunking): a batch ends after a key whose digest falls in a
-    1-in-k bucket once it holds at least half of ``batch_size`` rows, and at twice
-    ``batch_size`` rows at the latest, so batches hold about ``batch_size`` rows. A key added
-    or removed changes the batch it falls in (now and then the next few too), never the rest."""
+    1-in-k bucket once it weighs at least half of ``batch_size``, and once it weighs twice
+    ``batch_size`` at the latest, so batches weigh about ``batch_size`` (a row weighs 1, or
+    its ``weights`` entry). A key added or removed changes the batch it falls in (now and
+    then the next few too), never the rest."""
     least = (batch_size + 1) // 2
     every = batch_size - least + 1
-    cuts, length = [], 0
-    for i, key in enumerate(keys):
-        length += 1
-        if length >= 2 * batch_size or (length >= least and _digest(key) % every == 0):
+    cuts, load = [], 0
+    for i, (key, weight) in enumerate(zip(keys, weights)):
+        load += weight
+        if load >= 2 * batch_size or (load >= least and _digest(key) % every == 0):
             cuts.append(i + 1)
-            length = 0
-    if length:
+            load = 0
+    if load:
         cuts.append(len(keys))
     return cuts
 
@@ -57,14 +67,16 @@ def batch_name(keys: list[str]) -> str:
 
 
 def plan(table: pa.Table, batch_size: int, key: str = "video_id", group: str | None = None,
-         content: tuple[str, ...] = ()) -> list[tuple[str, pa.Table]]:
-    """Cut ``table`` (already in its final order) into named batches, never across a change
-    of ``group`` (e.g. a DFDC part). A batch's name is a digest of its rows' ``key`` and
+         content: tuple[str, ...] = (), weight: str | None = None) -> list[tuple[str, pa.Table]]:
+    """Cut ``table`` (already in its final order) into named batches of about ``batch_size``
+    rows (or of that much ``weight``, a column of row weights), never across a change of
+    ``group`` (e.g. a DFDC part). A batch's name is a digest of its rows' ``key`` and
     ``content`` columns, so data that grows part by part makes new batches and leaves the
     names of the others as they were (see :func:`_cut_points`)."""
     columns = [key, *content]
     rows = [":".join(str(v) for v in values)
             for values in zip(*(table.column(c).to_pylist() for c in columns))]
+    weights = table.column(weight).to_pylist() if weight else [1] * table.num_rows
     groups = table.column(group).to_pylist() if group else [None] * table.num_rows
     planned, start = [], 0
     while start < table.num_rows:
@@ -72,7 +84,7 @@ def plan(table: pa.Table, batch_size: int, key: str = "video_id", group: str | N
         while end < table.num_rows and groups[end] == groups[start]:
             end += 1
         begin = start
-        for cut in _cut_points(rows[start:end], batch_size):
+        for cut in _cut_points(rows[start:end], weights[start:end], batch_size):
             planned.append((batch_name(rows[begin:start + cut]),
                             table.slice(begin, start + cut - begin)))
             begin = start + cut
@@ -123,6 +135,40 @@ def done_batches(run: RunDir, stage: str, marker: str, planned: list[tuple[str, 
     return done - stale
 
 
+T = TypeVar("T")
+
+
+def current_node() -> str:
+    """The id of the Ray node this code runs on ("" outside Ray): batches record it."""
+    import ray  # noqa: PLC0415
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
+def call_within(seconds: float, call: Callable[[], T]) -> T:
+    """``call()``'s result (or its exception), or ``TimeoutError`` once ``seconds`` have
+    passed. The call runs in a daemon thread that is left behind on a timeout: a decode stuck
+    in native code cannot be interrupted, and one stuck video must not stall its batch (the
+    thread ends with the worker process at the latest)."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"gave up after {seconds:g} s (the per-video time limit, "
+                           "--video-timeout-s)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def failure_rows(video_ids: list[str], stage: str, exc: Exception) -> list[dict]:
     """Error rows (the encode stage's ERROR_SCHEMA) for the videos of a batch whose task
     failed on every retry."""
@@ -141,6 +187,7 @@ def run_batches(task: Callable[..., dict], batches: list[tuple[str, pa.Table]], 
     from deepfake_lib.runtime import cluster_cpus  # noqa: PLC0415
 
     remote = ray.remote(task).options(num_cpus=options.cpus_per_task,
+                                      memory=int(options.memory_gb_per_task * 2**30),
                                       max_retries=options.retries, retry_exceptions=True)
     max_in_flight = options.max_in_flight or 2 * cluster_cpus()
     progress = Progress(label, sum(rows.num_rows for _, rows in batches),

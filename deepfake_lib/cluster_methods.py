@@ -30,20 +30,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from deepfake_lib.checks import SEED, above, at_least, validate
+
 METHODS = ("auto", "tsne_hdbscan", "tsne_dbscan", "dbscan", "hdbscan", "seed")
 MIN_FACES = 3
 SMALL_N = 50  # below this many faces, cluster the encodings directly
+# Faces closer than this are the same face: far below the distance between two frames of one
+# person (0.1 and more), above the float32 rounding of a distance (about 1e-4).
+SAME_FACE = 1e-3
 
 
 @dataclass(frozen=True)
 class ClusterParams:
     method: str = "auto"
-    pca_components: int = 50
-    perplexity: float | None = None        # None: min(15, (n - 1) / 3)
-    min_cluster_size: int | None = None    # HDBSCAN; None: max(clip(n // 20, 2, 5), n // 3000)
-    eps: float | None = None               # DBSCAN; None: knee of the k-distance curve
-    min_samples: int | None = None         # DBSCAN; None: min_cluster_size
-    seed: int = 0
+    pca_components: int = field(default=50, metadata=at_least(1))
+    # None: min(15, (n - 1) / 3)
+    perplexity: float | None = field(default=None, metadata=above(0, optional=True))
+    # HDBSCAN (which needs 2); None: max(clip(n // 20, 2, 5), n // 3000)
+    min_cluster_size: int | None = field(default=None, metadata=at_least(2, optional=True))
+    # DBSCAN; None: knee of the k-distance curve
+    eps: float | None = field(default=None, metadata=above(0, optional=True))
+    # DBSCAN; None: min_cluster_size
+    min_samples: int | None = field(default=None, metadata=at_least(1, optional=True))
+    seed: int = field(default=0, metadata=SEED)
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -64,17 +76,18 @@ class Clustering:
 
 def knee_eps(points: np.ndarray, k: int) -> float:
     """DBSCAN's eps from the data: the knee of the sorted distances to each point's k-th
-    neighbour (the point farthest below the chord from the smallest to the largest)."""
+    neighbour (the point farthest below the chord from the smallest to the largest), at least
+    :data:`SAME_FACE` (identical faces give a knee of 0, which DBSCAN refuses)."""
     from sklearn.neighbors import NearestNeighbors  # noqa: PLC0415
 
     k = min(k, len(points) - 1)
     dist = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)[0][:, k]
     dist = np.sort(dist)
     span = dist[-1] - dist[0]
-    if span <= 0:
-        return float(dist[0]) or 1e-6
-    chord = np.linspace(0.0, 1.0, len(dist)) - (dist - dist[0]) / span
-    return float(dist[int(np.argmax(chord))])
+    knee = 0
+    if span > 0:
+        knee = int(np.argmax(np.linspace(0.0, 1.0, len(dist)) - (dist - dist[0]) / span))
+    return max(float(dist[knee]), SAME_FACE)
 
 
 def pca(x: np.ndarray, components: int, seed: int = 0) -> np.ndarray:
@@ -160,18 +173,21 @@ def cluster_encodings(encodings: np.ndarray, params: ClusterParams = ClusterPara
     perplexity = params.perplexity or min(15.0, (n - 1) / 3)
     reduced = pca(x, params.pca_components, params.seed)
     used: dict = {"method": method, "faces": n}
+    # t-SNE crashes the process on points without spread (one face over and over)
+    spread = n >= 4 and float(np.ptp(x, axis=0).max()) >= SAME_FACE
 
     if method == "seed":
         from sklearn.manifold import TSNE  # noqa: PLC0415 - the seed's own t-SNE
 
         seed_perplexity = min(params.perplexity or 50.0, (n - 1) / 3)
-        embedded = TSNE(n_components=3, perplexity=seed_perplexity, init="pca",
-                        random_state=params.seed).fit_transform(pca(x, 50, params.seed))
+        embedded = (TSNE(n_components=3, perplexity=seed_perplexity, init="pca",
+                         random_state=params.seed).fit_transform(pca(x, 50, params.seed))
+                    if spread else np.zeros((n, 3)))
         eps, ms = params.eps or 1.0, params.min_samples or 5
         labels = _dbscan(embedded, eps, ms)
         used.update(eps=eps, min_samples=ms, tsne_dims=3)
     else:
-        embedded = tsne(reduced, 2, perplexity, params.seed) if n >= 4 else reduced[:, :2]
+        embedded = tsne(reduced, 2, perplexity, params.seed) if spread else reduced[:, :2]
         used.update(perplexity=perplexity, tsne_dims=2)
         if method in ("hdbscan", "tsne_hdbscan"):
             points = x if method == "hdbscan" or n < SMALL_N else embedded

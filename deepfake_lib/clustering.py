@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deepfake_lib import faces, figures, records, storage, video
+from deepfake_lib.checks import at_least, location, validate
 from deepfake_lib.cluster_methods import ClusterParams, Clustering, cluster_encodings, content_ids
 from deepfake_lib.progress import format_seconds
 from deepfake_lib.storage import RunDir
@@ -50,13 +51,18 @@ FACE_COLUMNS = ["video_id", "part", "label", "original", "frame_index", "face_in
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    out: str
+    out: str = field(metadata=location())
     params: ClusterParams = ClusterParams()
-    per_cluster: int = 3           # real videos chosen per person
+    per_cluster: int = field(default=3, metadata=at_least(1))  # real videos chosen per person
     include_noise: bool = False    # also keep real videos whose face is noise
     figures: bool = True
-    montage_max: int = 100         # faces per cluster montage (10 x 10)
-    scatter_max: int = 1500        # thumbnails on the PCA and t-SNE canvases
+    # faces per cluster montage (10 x 10)
+    montage_max: int = field(default=100, metadata=at_least(1, flag=False))
+    # thumbnails on the PCA and t-SNE canvases
+    scatter_max: int = field(default=1500, metadata=at_least(0, flag=False))
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -71,6 +77,11 @@ class ClusterSummary:
     clusters_covered: float = 0.0
     params: dict = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        """Someone is in the smaller data set (else prepare has nothing to do)."""
+        return self.subset_reals > 0
 
     def text(self) -> str:
         return (f"cluster: {self.faces} faces, {self.clusters} clusters, {self.noise} noise; "

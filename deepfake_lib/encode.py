@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from deepfake_lib import batches, faces, records, storage, video
 from deepfake_lib.batches import TaskOptions
+from deepfake_lib.checks import above, at_least, location, validate
 from deepfake_lib.dataset import build_manifest
 from deepfake_lib.faults import NO_FAULTS, Faults
 from deepfake_lib.progress import format_seconds
@@ -60,13 +61,14 @@ VIDEO_SCHEMA = pa.schema([
     ("width", pa.int32()),
     ("height", pa.int32()),
     ("rotation", pa.int16()),
-    ("status", pa.string()),         # ok, no_face, error
+    ("status", pa.string()),         # ok, no_face, timeout, error
     ("n_faces", pa.int16()),
     ("frames_tried", pa.int16()),
     ("seconds", pa.float32()),       # wall time for this video in its task, of which:
     ("decode_s", pa.float32()),      # probing and decoding frames
     ("detect_s", pa.float32()),      # face detection
     ("encode_s", pa.float32()),      # encodings and thumbnails
+    ("node", pa.string()),           # the Ray node that encoded it
 ])
 
 FOLDERS = ("errors", "videos", "encodings")
@@ -76,17 +78,24 @@ FOLDERS = ("errors", "videos", "encodings")
 class EncodeConfig:
     """Settings of the encode stage (the job's flags)."""
 
-    data: tuple[str, ...]
-    out: str
+    data: tuple[str, ...] = field(metadata=location(many=True))
+    out: str = field(metadata=location())
     all_videos: bool = False
     detector: str = "auto"
-    tries: int = 3
-    try_every_s: float = 2.0
-    num_jitters: int = 1
-    thumb_px: int = 96
-    batch_size: int = 8
+    tries: int = field(default=3, metadata=at_least(1))
+    try_every_s: float = field(default=2.0, metadata=above(0))
+    num_jitters: int = field(default=1, metadata=at_least(1))
+    thumb_px: int = field(default=96, metadata=at_least(1, flag=False))
+    batch_size: int = field(default=8, metadata=at_least(1))
+    # per video, then a timeout row and on to the next
+    video_timeout_s: float = field(default=600.0, metadata=above(0))
+    shared_fs: bool = False          # local paths are mounted on every node
     overwrite: bool = False
-    tasks: TaskOptions = TaskOptions()
+    # measured: 1.4 GB peak for a 1080p video (the face models take 0.9 of it)
+    tasks: TaskOptions = TaskOptions(memory_gb_per_task=1.5)
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -100,6 +109,10 @@ class EncodeSummary:
     batches_skipped: int = 0
     seconds: float = 0.0
     problems: dict[str, int] = field(default_factory=dict)  # manifest problems by kind
+
+    @property
+    def succeeded(self) -> bool:
+        return self.encoded > 0
 
     def text(self) -> str:
         rate = self.videos / self.seconds if self.seconds else 0.0
@@ -121,14 +134,15 @@ def plan_batches(manifest: pa.Table, config: EncodeConfig) -> list[tuple[str, pa
                         content=("label", "original"))
 
 
-def encode_video(row: dict, detector: faces.FaceDetector, config: EncodeConfig
-                 ) -> tuple[dict, list[dict], dict | None]:
+def encode_video(row: dict, detector: faces.FaceDetector, config: EncodeConfig,
+                 faults: Faults = NO_FAULTS) -> tuple[dict, list[dict], dict | None]:
     """Encode the faces of one video (a manifest row).
 
     Returns ``(video row, face rows, error row or None)``; never raises for a bad video.
     """
     start = time.perf_counter()
     vid = row["video_id"]
+    faults.maybe_slow(vid)
     info_row = {"video_id": vid, "status": "error", "n_faces": 0, "frames_tried": 0,
                 "decode_s": 0.0, "detect_s": 0.0, "encode_s": 0.0}
     clock = time.perf_counter
@@ -192,14 +206,23 @@ def encode_batch(name: str, rows: pa.Table, run: RunDir, config: EncodeConfig,
     detector = faces.get_face_detector(config.detector)
     infos, encodings, errors = [], [], []
     for i, row in enumerate(rows.to_pylist()):
-        info_row, face_rows, error = encode_video(row, detector, config)
+        try:
+            info_row, face_rows, error = batches.call_within(
+                config.video_timeout_s, lambda row=row: encode_video(row, detector, config, faults))
+        except TimeoutError as exc:
+            info_row, face_rows = {"video_id": row["video_id"], "status": "timeout",
+                                   "seconds": config.video_timeout_s}, []
+            error = {"video_id": row["video_id"], "stage": "encode", "kind": "timeout",
+                     "message": str(exc)}
         infos.append(info_row)
         encodings += face_rows
         errors += [error] if error else []
         if i == 0:
             faults.crash_once()
+    node = batches.current_node()
     run.write_parquet(f"errors/{name}.parquet", pa.Table.from_pylist(errors, ERROR_SCHEMA))
-    run.write_parquet(f"videos/{name}.parquet", pa.Table.from_pylist(infos, VIDEO_SCHEMA))
+    run.write_parquet(f"videos/{name}.parquet", pa.Table.from_pylist(
+        [{**info, "node": node} for info in infos], VIDEO_SCHEMA))
     run.write_parquet(f"encodings/{name}.parquet", pa.Table.from_pylist(encodings, ENCODING_SCHEMA))
     return {"units": rows.num_rows, "faces": len(encodings), "errors": len(errors)}
 
@@ -245,11 +268,13 @@ def run_encode(config: EncodeConfig, faults: Faults = NO_FAULTS) -> EncodeSummar
 
     Raises ``ValueError`` only when nothing can be done (no input video) or the run directory
     was written by a different plan; every per-video problem becomes an error row.
-    ``faults`` is for tests: a worker dies after the first video of its first batch.
+    ``faults`` is for tests: a worker dies after the first video of its first batch, or a
+    video is stuck.
     """
-    from deepfake_lib.runtime import init_ray  # noqa: PLC0415
+    from deepfake_lib.runtime import check_locations, init_ray  # noqa: PLC0415
 
     init_ray()
+    check_locations([config.out, *config.data], config.shared_fs)
     start = time.monotonic()
     run = RunDir(config.out)
     manifest = build_manifest(list(config.data), exclude=[config.out])

@@ -7,6 +7,7 @@ A score row is a :data:`scoring.SCORE_SCHEMA` row: ``video_id``, ``prob`` (alrea
 
 from __future__ import annotations
 
+import csv
 import io
 from collections import Counter
 
@@ -17,10 +18,14 @@ from deepfake_lib import metrics
 
 def submission_csv(video_ids: list[str], rows: list[dict], fallback: float) -> bytes:
     """Kaggle's ``filename,label`` file: one line per video in ``video_ids``, in that order;
-    a video without a row gets ``fallback``."""
+    a video without a row gets ``fallback``. Names holding commas, quotes or line breaks are
+    quoted as CSV readers expect."""
     prob = {r["video_id"]: r["prob"] for r in rows}
-    lines = ["filename,label"] + [f"{v},{prob.get(v, fallback):.6f}" for v in video_ids]
-    return ("\n".join(lines) + "\n").encode()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["filename", "label"])
+    writer.writerows([v, f"{prob.get(v, fallback):.6f}"] for v in video_ids)
+    return out.getvalue().encode()
 
 
 def leaderboard(rows: list[dict], clip: float = metrics.CLIP) -> dict | None:

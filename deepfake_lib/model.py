@@ -14,30 +14,35 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import cv2
 import numpy as np
 
 from deepfake_lib import records, storage
+from deepfake_lib.checks import above, at_least, location, validate
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "Unet"
     encoder: str = "tu-tf_efficientnet_lite0"
-    encoder_weights: str = "imagenet"   # imagenet, none, or a path to a weights file
-    image_size: int = 224
+    encoder_weights: str = field(default="imagenet", metadata=location(
+        what="imagenet, none or a weights file"))
+    image_size: int = field(default=224, metadata=at_least(1))
     # U-Net-style decoders only (Unet, UnetPlusPlus, MAnet); narrower than smp's default
     # (256, 128, 64, 32, 16), whose training cost dwarfs the Lite0 encoder's
     decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
     mean: tuple[float, ...] | None = None  # input normalisation on the [0, 1] scale; None:
     std: tuple[float, ...] | None = None   # what the encoder's pretrained weights expect
-    crop_margin: float = 0.15           # around the face box on each side, times its size
+    # around the face box on each side, times its size
+    crop_margin: float = field(default=0.15, metadata=at_least(0))
     face_detector: str = "mtcnn_fast"   # deepfake_lib.faces detector that finds the boxes
-    temperature: float = 1.0            # logits are divided by it (fitted on validation)
+    # logits are divided by it (fitted on validation)
+    temperature: float = field(default=1.0, metadata=above(0, flag=False))
 
     def __post_init__(self) -> None:
+        validate(self)
         if self.mean is None or self.std is None:
             from deepfake_lib.encoder_weights import input_normalisation  # noqa: PLC0415
 
@@ -162,17 +167,35 @@ class TrainedModel:
 
 def load_model(model_dir: str, device: str | None = None) -> TrainedModel:
     """Load ``model_dir`` (local or s3://) as written by the train stage: ``config.json`` and
-    ``model.pt``. No flags needed; ``device`` defaults to CUDA when available."""
+    ``model.pt``. No flags needed; ``device`` defaults to CUDA when available.
+
+    Raises FileNotFoundError when either file is missing, ValueError when one cannot be read
+    as this model's."""
     import torch  # noqa: PLC0415
 
-    config_path = storage.join(model_dir, "config.json")
-    if not storage.exists(config_path):
-        raise FileNotFoundError(f"no trained model in {model_dir} (config.json missing): "
-                                "run jobs/train.py first")
-    config = ModelConfig.from_json(storage.read_bytes(config_path))
+    for name in ("config.json", "model.pt"):
+        if not storage.exists(storage.join(model_dir, name)):
+            raise FileNotFoundError(f"no trained model in {model_dir} ({name} missing): "
+                                    "run jobs/train.py first")
+    config_path, weights = storage.join(model_dir, "config.json"), storage.join(model_dir,
+                                                                               "model.pt")
+    try:
+        config = ModelConfig.from_json(storage.read_bytes(config_path))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{config_path} is not a model's config: {exc}") from None
+    with storage.local_copy(weights) as path:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged file
+            raise ValueError(f"{weights} cannot be read as PyTorch weights (damaged or cut "
+                             f"short: {type(exc).__name__})") from None
     model = build_model(config, pretrained=False)
-    with storage.local_copy(storage.join(model_dir, "model.pt")) as path:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{weights} does not hold the weights of a {config.arch} with encoder "
+                         f"{config.encoder}, as config.json says: "
+                         f"{' '.join(str(exc).split())[:200]}") from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return TrainedModel(model, config, device)
 

@@ -18,27 +18,35 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.compute as pc
 
 from deepfake_lib import records, storage
+from deepfake_lib.checks import at_least, location, validate
 from deepfake_lib.report import try_write_report
 from deepfake_lib.storage import RunDir
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    out: str
-    data: tuple[str, ...] = ()
-    sample_photos: str | None = None  # without data: the sample's identities (default built-in)
+    out: str = field(metadata=location())
+    data: tuple[str, ...] = field(default=(), metadata=location(many=True))
+    # without data: the sample's identities (default built-in)
+    sample_photos: str | None = field(default=None, metadata=location(optional=True))
     overwrite: bool = False
+    shared_fs: bool = False  # local paths are mounted on every node
     encoder: str = "tu-tf_efficientnet_lite0"
-    encoder_weights: str = "imagenet"  # offline for the EfficientNet-Lite encoders
-    image_size: int = 128
-    epochs: int = 3
-    workers: int = 2
+    # offline for the EfficientNet-Lite encoders
+    encoder_weights: str = field(default="imagenet", metadata=location(
+        what="imagenet, none or a weights file"))
+    image_size: int = field(default=128, metadata=at_least(1))
+    epochs: int = field(default=3, metadata=at_least(1))
+    workers: int = field(default=2, metadata=at_least(1))
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def write_builtin_sample(run: RunDir, photos: str | None = None) -> str:
@@ -85,25 +93,30 @@ def _stages(config: PipelineConfig, data: tuple[str, ...]
 
     model = ModelConfig(encoder=config.encoder, encoder_weights=config.encoder_weights,
                         image_size=config.image_size)
+    shared = config.shared_fs
 
     def score(run: RunDir, overwrite: bool) -> tuple[ScoreConfig, str]:
         videos = held_out_videos(run)
         return (ScoreConfig(data=data, out=config.out, overwrite=overwrite, videos=videos,
-                            data_name="validation" if videos else "train"),
+                            data_name="validation" if videos else "train",
+                            shared_fs=config.shared_fs),
                 model_digest(run.uri("model")))
 
     return [
         ("encode", lambda run, overwrite: (EncodeConfig(data=data, out=config.out,
-                                                        overwrite=overwrite), None), run_encode),
+                                                        overwrite=overwrite, shared_fs=shared),
+                                           None), run_encode),
         ("cluster", lambda run, overwrite: (ClusterConfig(out=config.out),
                                             records.folder_digest(run, "encodings")),
          run_cluster),
         ("prepare", lambda run, overwrite: (PrepareConfig(data=data, out=config.out,
-                                                          overwrite=overwrite), None),
+                                                          overwrite=overwrite, shared_fs=shared),
+                                            None),
          run_prepare),
         ("train", lambda run, overwrite: (TrainConfig(out=config.out, model=model,
                                                       workers=config.workers,
-                                                      epochs=config.epochs, overwrite=overwrite),
+                                                      epochs=config.epochs, overwrite=overwrite,
+                                                      shared_fs=shared),
                                           records.folder_digest(run, "crops")), run_train),
         ("score", score, run_score),
     ]
@@ -123,8 +136,16 @@ def board_line(board: dict) -> str:
 class PipelineSummary:
     out: str
     seconds: float
+    stopped_after: str | None = None  # a stage that did nothing, so the next had no input
+
+    @property
+    def succeeded(self) -> bool:
+        return self.stopped_after is None
 
     def text(self) -> str:
+        if self.stopped_after:
+            return (f"pipeline: stopped after {self.stopped_after}, which did nothing (its "
+                    f"summary is above); what was done is in {self.out}")
         return f"pipeline: done in {self.seconds:.0f} s; everything is in {self.out}"
 
 
@@ -151,9 +172,12 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
                 stage_config, inputs = make(run, redo)
         start = time.monotonic()
         log(f"pipeline: {name} ...")
-        log(stage(stage_config).text())
+        summary = stage(stage_config)
+        log(summary.text())
         log(f"pipeline: {name} took {time.monotonic() - start:.1f} s")
         try_write_report(config.out)
+        if not summary.succeeded:
+            return PipelineSummary(run.location, time.monotonic() - began, stopped_after=name)
     if run.exists("leaderboard.json"):
         log(board_line(run.read_json("leaderboard.json")))
     figures = run.list("figures", ".png") + [f"clusters/{n}" for n in

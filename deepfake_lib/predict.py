@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from deepfake_lib import faces, storage, video
+from deepfake_lib.checks import at_least, location, validate
 from deepfake_lib.dataset import build_manifest, media_kind
 from deepfake_lib.figures import png_bytes
 from deepfake_lib.progress import format_seconds
@@ -53,11 +54,16 @@ TITLE_PX = 56
 
 @dataclass(frozen=True)
 class PredictConfig:
-    paths: tuple[str, ...]
-    model: str
-    out: str = "predictions"
-    strip: int = 6                    # classified frames shown in each picture
-    score: ScoreConfig = ScoreConfig(data=(), out="")  # budget, frames, fallback, actors, ...
+    paths: tuple[str, ...] = field(metadata=location(many=True))
+    model: str = field(metadata=location())
+    out: str = field(default="predictions", metadata=location())
+    # classified frames shown in each picture
+    strip: int = field(default=6, metadata=at_least(1))
+    # budget, frames, aggregation, fallback, actors, ... (default: the score stage's)
+    score: ScoreConfig | None = None
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -67,6 +73,11 @@ class PredictSummary:
     scored: int = 0                   # videos with status ok or partial
     statuses: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        """Some video was scored by the model (not only given the fallback)."""
+        return self.scored > 0
 
     def text(self) -> str:
         statuses = ", ".join(f"{n} {k}" for k, n in sorted(self.statuses.items()))
@@ -269,18 +280,14 @@ def predictions_csv(rows: list[dict]) -> bytes:
 def run_predict(config: PredictConfig, log: Callable[[str], None] = print) -> PredictSummary:
     """Predict every video named by ``config.paths``; log one line per video as it is done;
     write the pictures and ``predictions.csv`` into ``config.out``."""
-    from deepfake_lib.runtime import check_resources, init_ray  # noqa: PLC0415
+    from deepfake_lib.model import load_model  # noqa: PLC0415
+    from deepfake_lib.runtime import check_locations, check_resources, init_ray  # noqa: PLC0415
 
     start = time.monotonic()
-    score = config.score
-    if not 0.0 <= score.fallback <= 1.0:
-        raise ValueError(f"fallback {score.fallback:g} is not a probability (0 to 1)")
-    if config.strip < 1:
-        raise ValueError(f"strip {config.strip} must be at least 1 frame")
+    score = config.score or ScoreConfig(data=config.paths, out=config.out, model=config.model)
     model_dir = config.model if storage.is_uri(config.model) else RunDir(config.model).location
-    if not storage.exists(storage.join(model_dir, "config.json")):
-        raise FileNotFoundError(f"no trained model in {model_dir} (config.json missing): "
-                                "run jobs/train.py first")
+    # checked here, once: in the actors a model that cannot load only kills them, over and over
+    load_model(model_dir, device="cpu")
     fallback = float(np.clip(score.fallback, score.clip, 1 - score.clip))
     found = find_videos(config.paths)
     names = picture_names([path for path, _ in found])
@@ -295,6 +302,8 @@ def run_predict(config: PredictConfig, log: Callable[[str], None] = print) -> Pr
             if not problem]
     if todo:
         init_ray()
+        # the actors read the model and the videos; the driver writes every output
+        check_locations([model_dir, *(v["path"] for v in todo)], score.shared_fs)
         size = min(score.actors or default_actors(score), len(todo))
         check_resources("predict actors (--actors, --cpus-per-actor, --gpus-per-actor)",
                         score.cpus_per_actor, score.gpus_per_actor, size)

@@ -1,15 +1,21 @@
 """The prepare stage: training crops with masks of the altered pixels, over Ray tasks.
 
-Units of work, one row each in the plan:
+A unit of work (one row of the plan) is an original with every fake made from it: the
+original is decoded and its faces tracked once (DFDC makes about five fakes of each), and
+every ``every``-th frame its tracked boxes are cropped from it and from each fake (same
+pixels outside the face, as the DFDC winners did). Crop kinds:
 
-- ``pair``: a fake and its original. Faces are tracked in the original (same pixels outside the
-  face, as the DFDC winners did), and every ``every``-th frame the same box is cropped from
-  both; the fake's crop gets the mask :func:`masks.diff_mask` of the two (label 1).
-  A fake crop whose mask is (almost) empty, an unswapped bystander in a fake video, is
-  dropped rather than labelled fake.
-- ``real``: a real video: its crops with empty masks (label 0).
+- ``pair``: a fake's crop with the mask :func:`masks.diff_mask` of it and the original's
+  (label 1). A fake crop whose mask is (almost) empty, an unswapped bystander in a fake
+  video, is dropped rather than labelled fake; a fake with no crop left is an ``unaltered``
+  error row.
+- ``real``: the original's crops with empty masks (label 0), when the original itself is in
+  the plan (it is not when only its fakes were chosen).
 - ``photo``: a photo (a one-frame real video from a folder of photos): as ``real``, always in
   the ``train`` split (it has no fake to validate on).
+
+Batches weigh their units by the videos they decode, so an original with many fakes does not
+make one batch far longer than the others.
 
 Real and photo crops carry their face's landmarks, from which the train stage makes fresh
 pseudo-fakes every epoch (:mod:`deepfake_lib.blend`). Crops are cut with twice the model's
@@ -40,8 +46,10 @@ import pyarrow.compute as pc
 from deepfake_lib import batches, faces, figures, masks, records, storage, video
 from deepfake_lib.batches import TaskOptions
 from deepfake_lib.blend import self_blend
+from deepfake_lib.checks import SEED, above, at_least, between, location, validate
 from deepfake_lib.dataset import IMAGE_EXTENSIONS, build_manifest
 from deepfake_lib.encode import ERROR_SCHEMA
+from deepfake_lib.faults import NO_FAULTS, Faults
 from deepfake_lib.model import ModelConfig
 from deepfake_lib.progress import format_seconds
 from deepfake_lib.storage import RunDir
@@ -61,40 +69,61 @@ CROP_SCHEMA = pa.schema([
     ("landmarks", pa.list_(pa.float32())),      # x0, y0, x1, y1, ... (72 points; reals only)
     ("cluster", pa.int32()),         # identity cluster (-1: noise or unknown)
     ("split", pa.string()),          # train or val
+    ("node", pa.string()),           # the Ray node that prepared it
 ])
 
 PLAN_SCHEMA = pa.schema([
-    ("video_id", pa.string()), ("path", pa.string()), ("original_id", pa.string()),
-    ("original_path", pa.string()), ("kind", pa.string()), ("cluster", pa.int32()),
+    ("video_id", pa.string()),       # the original
+    ("path", pa.string()),
+    ("kind", pa.string()),           # real (a video) or photo
+    ("real", pa.bool_()),            # crop the original itself (it is in the plan)
+    ("fake_ids", pa.list_(pa.string())),
+    ("fake_paths", pa.list_(pa.string())),
+    ("videos", pa.int32()),          # videos decoded: the original and its fakes
+    ("cluster", pa.int32()),
     ("split", pa.string()),
 ])
 
 FOLDERS = ("crops", "prepare_errors")
+# the unit training reads (about 5 MB of 256-px crops): an epoch reads each row group once
+CROPS_PER_ROW_GROUP = 64
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    data: tuple[str, ...]
-    out: str
-    every: int = 10                  # crop every k-th frame (30 crops from a 10-s DFDC clip)
-    crop_size: int = 256
-    margin: float = 2 * ModelConfig.crop_margin  # grown on each side, times the face size
-    detect_every_s: float = 1.0
+    data: tuple[str, ...] = field(metadata=location(many=True))
+    out: str = field(metadata=location())
+    # crop every k-th frame (30 crops from a 10-s DFDC clip)
+    every: int = field(default=10, metadata=at_least(1))
+    crop_size: int = field(default=256, metadata=at_least(1))
+    # grown on each side, times the face size
+    margin: float = field(default=2 * ModelConfig.crop_margin, metadata=at_least(0))
+    detect_every_s: float = field(default=1.0, metadata=above(0))
     detector: str = "mtcnn"
-    max_tracks: int = 4              # largest faces per frame
+    max_tracks: int = field(default=4, metadata=at_least(1))  # largest faces per frame
     mask_method: str = masks.DEFAULT_METHOD
-    min_mask_share: float = masks.MIN_FAKE_SHARE  # fake crops with less altered area are dropped
-    val_fraction: float = 0.2
-    batch_size: int = 4
-    seed: int = 0
+    # fake crops with less altered area are dropped
+    min_mask_share: float = field(default=masks.MIN_FAKE_SHARE,
+                                  metadata=between(0, 1, flag=False))
+    val_fraction: float = field(default=0.2, metadata=between(0, 1, high_open=True))
+    batch_size: int = field(default=4, metadata=at_least(1))
+    # per video decoded, then a timeout row and on
+    video_timeout_s: float = field(default=600.0, metadata=above(0))
+    seed: int = field(default=0, metadata=SEED)
+    shared_fs: bool = False          # local paths are mounted on every node
     overwrite: bool = False
-    tasks: TaskOptions = TaskOptions()
+    # measured: 1.7 GB peak for a 10-s 1080p original and its fakes (models: 0.9 of it)
+    tasks: TaskOptions = TaskOptions(memory_gb_per_task=2.0)
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
 class PrepareSummary:
     out: str
-    units: int = 0
+    units: int = 0                   # originals (or photos), each with its fakes
+    fakes: int = 0
     crops: dict[str, int] = field(default_factory=dict)
     splits: dict[str, int] = field(default_factory=dict)
     split_by: dict[str, int] = field(default_factory=dict)  # units split by person or by video
@@ -103,15 +132,20 @@ class PrepareSummary:
     batches_skipped: int = 0
     seconds: float = 0.0
 
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.crops)
+
     def text(self) -> str:
         crops = ", ".join(f"{n} {k}" for k, n in sorted(self.crops.items())) or "none"
         splits = ", ".join(f"{n} {k}" for k, n in sorted(self.splits.items())) or "none"
         errors = ", ".join(f"{n} {k}" for k, n in sorted(self.errors.items())) or "none"
-        text = (f"prepare: {self.units} videos/pairs; crops: {crops}; split: {splits}; "
+        text = (f"prepare: {self.units} originals with {self.fakes} fakes; crops: {crops}; "
+                f"split: {splits}; "
                 f"errors: {errors}; {self.batches} batches ({self.batches_skipped} already done); "
                 f"{format_seconds(self.seconds)}; output in {self.out}")
         if self.split_by.get("video"):
-            text += (f"\nprepare: {self.split_by['video']} videos/pairs have no identity cluster "
+            text += (f"\nprepare: {self.split_by['video']} originals have no identity cluster "
                      "and were split by original video, but one person can appear in several "
                      "originals: run jobs/encode.py and jobs/cluster.py first to split by person")
         return text
@@ -147,34 +181,48 @@ def make_plan(run: RunDir, config: PrepareConfig) -> tuple[pa.Table, list[dict]]
 
             clusters = run.read_parquet("clusters.parquet", ["video_id", "face_index", "cluster"])
             cluster_of = video_clusters(clusters, clusters.column("cluster").to_numpy())
-    units, errors = [], []
+    units: dict[str, dict] = {}
+    errors = []
+
+    def unit_of(original: dict) -> dict:
+        photo = os.path.splitext(original["path"])[1].lower() in IMAGE_EXTENSIONS
+        return units.setdefault(original["video_id"], {
+            "video_id": original["video_id"], "path": original["path"],
+            "kind": "photo" if photo else "real", "real": False, "fake_ids": [],
+            "fake_paths": []})
+
     for vid in sorted(chosen):
         row = manifest.get(vid)
         if row is None:
-            errors.append({"video_id": vid, "stage": "prepare", "kind": "missing",
-                           "message": f"{vid} is in the subset but not found under --data"})
-            continue
-        if row["label"] == "FAKE":
-            original = manifest.get(row["original"] or "")
-            if original is None:
-                errors.append({"video_id": vid, "stage": "prepare", "kind": "no_original",
-                               "message": f"original {row['original']!r} of {vid} is not present"})
-                continue
-            units.append({"video_id": vid, "path": row["path"], "original_id": original["video_id"],
-                          "original_path": original["path"], "kind": "pair"})
+            errors.append(_error(vid, "missing", f"{vid} is in the subset but not found under "
+                                 "--data"))
+        elif row["label"] != "FAKE":
+            unit_of(row)["real"] = True
+        elif (original := manifest.get(row["original"] or "")) is None:
+            errors.append(_error(vid, "no_original",
+                                 f"original {row['original']!r} of {vid} is not present"))
         else:
-            photo = os.path.splitext(row["path"])[1].lower() in IMAGE_EXTENSIONS
-            units.append({"video_id": vid, "path": row["path"], "original_id": vid,
-                          "original_path": row["path"], "kind": "photo" if photo else "real"})
+            unit = unit_of(original)
+            unit["fake_ids"].append(vid)
+            unit["fake_paths"].append(row["path"])
     groups = {}
-    for unit in units:
-        cluster = cluster_of.get(unit["original_id"], cluster_of.get(unit["video_id"], -1))
-        unit["cluster"] = cluster
-        groups[unit["video_id"]] = f"cluster:{cluster}" if cluster >= 0 else f"video:{unit['original_id']}"
+    for vid, unit in units.items():
+        unit["videos"] = 1 + len(unit["fake_ids"])
+        unit["cluster"] = cluster = cluster_of.get(vid, -1)
+        groups[vid] = f"cluster:{cluster}" if cluster >= 0 else f"video:{vid}"
     split = assign_splits(list(groups.values()), config.val_fraction)
-    for unit in units:
-        unit["split"] = "train" if unit["kind"] == "photo" else split[groups[unit["video_id"]]]
-    return pa.Table.from_pylist(units, schema=PLAN_SCHEMA), errors
+    for vid, unit in units.items():
+        unit["split"] = "train" if unit["kind"] == "photo" else split[groups[vid]]
+    return pa.Table.from_pylist([units[v] for v in sorted(units)], schema=PLAN_SCHEMA), errors
+
+
+def _error(video_id: str, kind: str, message: str) -> dict:
+    return {"video_id": video_id, "stage": "prepare", "kind": kind, "message": message}
+
+
+def unit_videos(unit: dict) -> list[str]:
+    """The videos a unit makes crops of: its original (when in the plan) and its fakes."""
+    return ([unit["video_id"]] if unit["real"] else []) + unit["fake_ids"]
 
 
 def _landmarks(crop: np.ndarray, box: faces.Box) -> list[float]:
@@ -185,74 +233,112 @@ def _landmarks(crop: np.ndarray, box: faces.Box) -> list[float]:
     return [float(c) for c in points]
 
 
-def prepare_unit(unit: dict, detector: faces.FaceDetector, config: PrepareConfig) -> list[dict]:
-    """The crop rows of one unit of work (raises ``video.VideoError`` for an unreadable video)."""
-    with storage.local_copy(unit["original_path"]) as original_path:
+def _crop_fake(fake_id: str, fake_path: str, boxes: dict[int, list], originals: dict,
+               base: dict, config: PrepareConfig) -> list[dict]:
+    """The ``pair`` crops of one fake at the original's ``boxes`` (frame -> [(track, box)])."""
+    with storage.local_copy(fake_path) as path:
+        count = video.probe(path).frame_count
+        fakes = video.read_frames(path, [i for i in boxes if i < count])
+    rows = []
+    for index, frame in fakes.items():
+        for track_id, box in boxes[index]:
+            real_crop, inner = faces.crop_face_with_box(originals[index], box, config.margin,
+                                                         config.crop_size)
+            fake_crop, _ = faces.crop_face_with_box(frame, box, config.margin, config.crop_size)
+            mask = masks.diff_mask(real_crop, fake_crop, config.mask_method)
+            if mask.mean() < config.min_mask_share:
+                continue  # this face was not swapped: it is no example of a fake
+            rows.append({**base, "video_id": fake_id, "frame_index": index,
+                         "track_id": track_id, "kind": "pair", "label": 1,
+                         "face_box": list(inner), "image": figures.png_bytes(fake_crop),
+                         "mask": figures.png_bytes(mask), "landmarks": []})
+    return rows
+
+
+def prepare_unit(unit: dict, detector: faces.FaceDetector, config: PrepareConfig,
+                 faults: Faults = NO_FAULTS) -> tuple[list[dict], list[dict]]:
+    """The crop rows and error rows of one original and its fakes. Raises
+    ``video.VideoError`` when the original cannot be read; a fake that cannot be read is an
+    error row and the others go on."""
+    faults.maybe_slow(unit["video_id"])
+    with storage.local_copy(unit["path"]) as original_path:
         info = video.probe(original_path)
         indices = list(range(0, info.frame_count, config.every))
         # one decoding pass for the detection frames and the cropped ones
         originals = video.read_frames(
             original_path, set(indices) | set(detect_frames(info, config.detect_every_s)))
         tracks = track_faces(original_path, detector, config.detect_every_s, frames=originals)
-    fakes = {}
-    if unit["kind"] == "pair":
-        with storage.local_copy(unit["path"]) as fake_path:
-            count = video.probe(fake_path).frame_count
-            indices = [i for i in indices if i < count]
-            fakes = video.read_frames(fake_path, indices)
-    rows = []
-    empty = figures.png_bytes(np.zeros((config.crop_size,) * 2, np.uint8))
-    for index in indices:
-        present = sorted(tracks.boxes_at(index), key=lambda tb: -(tb[1][2] - tb[1][0]))
-        for track_id, box in present[: config.max_tracks]:
-            real_crop, inner = faces.crop_face_with_box(originals[index], box, config.margin,
-                                                         config.crop_size)
-            base = {"video_id": unit["video_id"], "original_id": unit["original_id"],
-                    "frame_index": index, "track_id": track_id, "cluster": unit["cluster"],
-                    "split": unit["split"], "kind": unit["kind"], "face_box": list(inner)}
-            if unit["kind"] == "pair":
-                fake_crop, _ = faces.crop_face_with_box(fakes[index], box, config.margin,
-                                                        config.crop_size)
-                mask = masks.diff_mask(real_crop, fake_crop, config.mask_method)
-                if mask.mean() < config.min_mask_share:
-                    continue  # this face was not swapped: it is no example of a fake
-                rows.append({**base, "label": 1, "image": figures.png_bytes(fake_crop),
-                             "mask": figures.png_bytes(mask), "landmarks": []})
-            else:
-                rows.append({**base, "label": 0, "image": figures.png_bytes(real_crop),
-                             "mask": empty, "landmarks": _landmarks(real_crop, inner)})
+    boxes = {i: sorted(tracks.boxes_at(i), key=lambda tb: -(tb[1][2] - tb[1][0]))
+             [: config.max_tracks] for i in indices}
+    if not any(boxes.values()):
+        return [], [_error(v, "no_face", f"no face tracked in {unit['video_id']}")
+                    for v in unit_videos(unit)]
+    base = {"original_id": unit["video_id"], "cluster": unit["cluster"], "split": unit["split"]}
+    rows, errors = [], []
+    if unit["real"]:
+        empty = figures.png_bytes(np.zeros((config.crop_size,) * 2, np.uint8))
+        for index in indices:
+            for track_id, box in boxes[index]:
+                crop, inner = faces.crop_face_with_box(originals[index], box, config.margin,
+                                                       config.crop_size)
+                rows.append({**base, "video_id": unit["video_id"], "frame_index": index,
+                             "track_id": track_id, "kind": unit["kind"], "label": 0,
+                             "face_box": list(inner), "image": figures.png_bytes(crop),
+                             "mask": empty, "landmarks": _landmarks(crop, inner)})
+    for fake_id, fake_path in zip(unit["fake_ids"], unit["fake_paths"]):
+        try:
+            crops = _crop_fake(fake_id, fake_path, boxes, originals, base, config)
+        except video.VideoError as exc:
+            errors.append(_error(fake_id, exc.kind, str(exc)))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one fake's failure must not end the unit
+            errors.append(_error(fake_id, "error", f"{type(exc).__name__}: {exc}"))
+            continue
+        if not crops:
+            errors.append(_error(fake_id, "unaltered", f"no face of {fake_id} differs from "
+                                 f"{unit['video_id']} (every mask under {config.min_mask_share:g} "
+                                 "of its crop)"))
+        rows += crops
     for row in rows:
         row["sample_id"] = f"{row['video_id']}:{row['frame_index']}:{row['track_id']}:{row['kind']}"
-    return rows
+    return rows, errors
 
 
-def prepare_batch(name: str, units: pa.Table, run: RunDir, config: PrepareConfig) -> dict:
-    """Prepare one batch of units; writes its errors, then its crops."""
+def prepare_batch(name: str, units: pa.Table, run: RunDir, config: PrepareConfig,
+                  faults: Faults = NO_FAULTS) -> dict:
+    """Prepare one batch of units; writes its errors, then its crops. Each unit has
+    ``video_timeout_s`` per video it decodes."""
     detector = faces.get_face_detector(config.detector)
     rows, errors = [], []
-    for unit in units.to_pylist():
+    for i, unit in enumerate(units.to_pylist()):
         try:
-            found = prepare_unit(unit, detector, config)
-            if not found:
-                errors.append({"video_id": unit["video_id"], "stage": "prepare", "kind": "no_face",
-                               "message": f"no face tracked in {unit['original_id']}"})
+            found, failed = batches.call_within(
+                config.video_timeout_s * unit["videos"],
+                lambda unit=unit: prepare_unit(unit, detector, config, faults))
             rows += found
+            errors += failed
         except video.VideoError as exc:
-            errors.append({"video_id": unit["video_id"], "stage": "prepare", "kind": exc.kind,
-                           "message": str(exc)})
+            errors += [_error(v, exc.kind, str(exc)) for v in unit_videos(unit)]
+        except TimeoutError as exc:
+            errors += [_error(v, "timeout", str(exc)) for v in unit_videos(unit)]
         except Exception as exc:  # noqa: BLE001 - one video's failure must not end the batch
-            errors.append({"video_id": unit["video_id"], "stage": "prepare", "kind": "error",
-                           "message": f"{type(exc).__name__}: {exc}"})
+            errors += [_error(v, "error", f"{type(exc).__name__}: {exc}")
+                       for v in unit_videos(unit)]
+        if i == 0:
+            faults.crash_once()
     run.write_parquet(f"prepare_errors/{name}.parquet", pa.Table.from_pylist(errors, ERROR_SCHEMA))
-    run.write_parquet(f"crops/{name}.parquet", pa.Table.from_pylist(rows, CROP_SCHEMA))
+    node = batches.current_node()
+    run.write_parquet(f"crops/{name}.parquet",
+                      pa.Table.from_pylist([{**r, "node": node} for r in rows], CROP_SCHEMA),
+                      row_group_size=CROPS_PER_ROW_GROUP)
     return {"units": units.num_rows, "crops": len(rows), "errors": len(errors)}
 
 
 def _record_failed_batch(run: RunDir, name: str, units: pa.Table, exc: Exception) -> dict:
-    ids = units.column("video_id").to_pylist()
+    ids = [v for unit in units.to_pylist() for v in unit_videos(unit)]
     run.write_parquet(f"prepare_errors/{name}.parquet",
                       pa.Table.from_pylist(batches.failure_rows(ids, "prepare", exc), ERROR_SCHEMA))
-    return {"units": len(ids), "crops": 0, "errors": len(ids)}
+    return {"units": units.num_rows, "crops": 0, "errors": len(ids)}
 
 
 def _mask_figure(run: RunDir, rows: int = 6) -> None:
@@ -285,18 +371,20 @@ def _mask_figure(run: RunDir, rows: int = 6) -> None:
         run.write_bytes("figures/masks.png", figures.png_bytes(figures.grid(tiles, 3, (256, 256))))
 
 
-def run_prepare(config: PrepareConfig) -> PrepareSummary:
-    """Run the prepare stage. Raises ValueError when there is nothing to prepare."""
-    from deepfake_lib.runtime import init_ray  # noqa: PLC0415
+def run_prepare(config: PrepareConfig, faults: Faults = NO_FAULTS) -> PrepareSummary:
+    """Run the prepare stage. Raises ValueError when there is nothing to prepare. ``faults``
+    is for tests: a video is stuck."""
+    from deepfake_lib.runtime import check_locations, init_ray  # noqa: PLC0415
 
     init_ray()
+    check_locations([config.out, *config.data], config.shared_fs)
     start = time.monotonic()
     run = RunDir(config.out)
     plan, unpaired = make_plan(run, config)
     if plan.num_rows == 0:
         raise ValueError(f"nothing to prepare under {', '.join(config.data)}")
-    planned = batches.plan(plan, config.batch_size,
-                           content=("original_id", "kind", "cluster", "split"))
+    planned = batches.plan(plan, config.batch_size, weight="videos",
+                           content=("kind", "real", "fake_ids", "cluster", "split"))
     records.check_settings(run, "prepare", config, config.overwrite)
     done = batches.done_batches(run, "prepare", "crops", planned, config.overwrite, FOLDERS)
     records.write(run, "prepare", config)
@@ -304,7 +392,7 @@ def run_prepare(config: PrepareConfig) -> PrepareSummary:
         run.write_parquet("prepare_errors/unpaired.parquet",
                           pa.Table.from_pylist(unpaired, ERROR_SCHEMA))
     todo = [(n, rows) for n, rows in planned if n not in done]
-    batches.run_batches(prepare_batch, todo, (run, config), config.tasks, "prepare",
+    batches.run_batches(prepare_batch, todo, (run, config, faults), config.tasks, "prepare",
                         lambda name, rows, exc: _record_failed_batch(run, name, rows, exc))
     _mask_figure(run)
     crops = run.read_parquet("crops", columns=["kind", "split"])
@@ -312,6 +400,7 @@ def run_prepare(config: PrepareConfig) -> PrepareSummary:
               if run.list("prepare_errors") else [])
     summary = PrepareSummary(
         out=run.location, units=plan.num_rows,
+        fakes=sum(len(f) for f in plan.column("fake_ids").to_pylist()),
         crops=dict(Counter(crops.column("kind").to_pylist())),
         splits=dict(Counter(crops.column("split").to_pylist())), errors=dict(Counter(errors)),
         split_by=dict(Counter("person" if c >= 0 else "video" for c, k in zip(

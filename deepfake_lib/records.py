@@ -24,7 +24,7 @@ from deepfake_lib.storage import RunDir
 RUN_ONLY = frozenset({
     "data", "out", "overwrite", "tasks", "videos", "data_name", "progress_every_s",
     "workers", "cpus_per_worker", "use_gpu", "max_failures", "actors", "cpus_per_actor",
-    "gpus_per_actor", "start_timeout_s", "video_timeout_s",
+    "gpus_per_actor", "start_timeout_s", "video_timeout_s", "shared_fs",
 })
 
 

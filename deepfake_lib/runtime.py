@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from deepfake_lib.storage import RunDir
+
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the Ray cluster at ``address`` (``auto``, ``ray://host:10001`` or ``host:6379``),
@@ -109,18 +111,55 @@ def check_resources(what: str, cpus: float, gpus: float, count: int = 1) -> None
         "a cluster that has them (--address)")
 
 
+def local_paths_problem(locations: list[str], nodes: int, may_grow: bool) -> str | None:
+    """Why ``locations`` cannot serve a cluster of ``nodes`` nodes (``may_grow``: its
+    autoscaler may add some), or None: a local path is a different folder on each node."""
+    from deepfake_lib import storage  # noqa: PLC0415
+
+    local = [loc for loc in locations if not storage.is_uri(loc)]
+    if not local or (nodes <= 1 and not may_grow):
+        return None
+    return (f"{local[0]} is a local path, but this Ray cluster has {nodes} nodes"
+            f"{' and may add more' if may_grow else ''}: each would read and write its own "
+            "disk. Put --data and --out (and --model) on object storage (s3://bucket/prefix), "
+            "or pass --shared-fs if every node mounts this path (NFS, a shared volume).")
+
+
+def check_locations(locations: list[str | None], shared_fs: bool) -> None:
+    """Raise ValueError when a local path in ``locations`` would be a different folder on
+    each node of the Ray cluster, unless ``shared_fs`` says every node mounts it."""
+    import ray  # noqa: PLC0415
+
+    if shared_fs:
+        return
+    nodes = sum(1 for n in ray.nodes() if n["Alive"])
+    types = autoscaled_node_types()
+    problem = local_paths_problem([loc for loc in locations if loc], nodes,
+                                  types is None or any(most != 0 for _, most in types))
+    if problem:
+        raise ValueError(problem)
+
+
 def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | None = None,
-            succeeded: Callable[[Any], bool] = lambda summary: True, use_ray: bool = True) -> int:
-    """What every job script does: join or start Ray (unless the stage runs in this process,
-    ``use_ray=False``), run one stage, print its summary. Returns the exit code: 1 when the
-    stage could do nothing (a clear error, printed without a traceback, or
-    ``succeeded(summary)`` false), else 0. A stage that finished rewrites the report of its
-    run directory (``config.out``, :mod:`deepfake_lib.report`) and prints where it is."""
-    if use_ray:
-        init_ray(address)
+            use_ray: bool = True) -> int:
+    """What every job script does: check that the run directory ``config.out`` can be
+    written, join or start Ray (unless the stage runs in this process, ``use_ray=False``), run
+    one stage, print its summary. Returns the exit code: 1 when the stage could do nothing (a
+    clear error, storage errors included, printed as one line without a traceback, or a
+    summary that says nothing succeeded), 130 when interrupted (Ctrl-C), else 0. A stage that
+    finished rewrites the report of its run directory (:mod:`deepfake_lib.report`) and prints
+    where it is."""
+    run = RunDir(config.out)
     try:
+        run.check_writable()
+        if use_ray:
+            init_ray(address)
         summary = stage(config)
-    except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as exc:
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; what was finished is in {run.location}. To resume, "
+              f"rerun {_same_command(config)}: finished work is skipped.", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as exc:  # pyarrow's storage errors are OSErrors
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
     print(summary.text())
@@ -128,4 +167,11 @@ def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | 
 
     if (report := try_write_report(config.out)) is not None:
         print(f"report: {report}")
-    return 0 if succeeded(summary) else 1
+    return 0 if summary.succeeded else 1
+
+
+def _same_command(config: Any) -> str:
+    """How to rerun a job without undoing what it finished."""
+    if getattr(config, "overwrite", False):
+        return "the same command without --overwrite"
+    return "the same command"

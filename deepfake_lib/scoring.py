@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deepfake_lib import batches, faces, records, storage, video
+from deepfake_lib.checks import above, at_least, between, location, validate
 from deepfake_lib.dataset import build_manifest
 from deepfake_lib.faults import NO_FAULTS, Faults
 from deepfake_lib.leaderboard import leaderboard, roc_calibration_png, submission_csv
@@ -59,27 +60,36 @@ STATUSES = ("ok", "partial", "no_face", "timeout", "error")
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    data: tuple[str, ...]
-    out: str
-    model: str | None = None          # default RUN/model
-    budget_s: float = 8.0
-    grace_s: float = 4.0
-    frames: int = 32                  # frames classified per video
-    detect_every_s: float = 1.0
-    max_tracks: int = 4
+    data: tuple[str, ...] = field(metadata=location(many=True))
+    out: str = field(metadata=location())
+    # default RUN/model
+    model: str | None = field(default=None, metadata=location(optional=True))
+    budget_s: float = field(default=8.0, metadata=above(0))
+    grace_s: float = field(default=4.0, metadata=at_least(0))
+    frames: int = field(default=32, metadata=at_least(1))  # frames classified per video
+    detect_every_s: float = field(default=1.0, metadata=above(0))
+    max_tracks: int = field(default=4, metadata=at_least(1, flag=False))
     aggregation: str = "confident"
-    clip: float = 0.01
-    fallback: float = 0.5             # for videos with no answer; clipped like every probability
-    actors: int | None = None         # default: what the cluster's resources allow
-    cpus_per_actor: float = 1.0
-    gpus_per_actor: float = 0.0
-    start_timeout_s: float = 600.0    # no actor ready by then: an error (a GPU node may boot slowly)
-    batch_size: int = 64              # videos per output file
+    # probabilities are clipped to [clip, 1 - clip]: 0 or 1 would cost an infinite log loss
+    clip: float = field(default=0.01, metadata=between(0, 0.5, low_open=True, high_open=True))
+    # for videos with no answer; clipped like every probability
+    fallback: float = field(default=0.5, metadata=between(0, 1))
+    # default: what the cluster's resources allow
+    actors: int | None = field(default=None, metadata=at_least(1, optional=True))
+    cpus_per_actor: float = field(default=1.0, metadata=above(0))
+    gpus_per_actor: float = field(default=0.0, metadata=at_least(0))
+    # no actor ready by then: an error (a GPU node may boot slowly)
+    start_timeout_s: float = field(default=600.0, metadata=above(0))
+    batch_size: int = field(default=64, metadata=at_least(1))  # videos per output file
+    shared_fs: bool = False           # local paths are mounted on every node
     overwrite: bool = False
-    progress_every_s: float = 10.0
+    progress_every_s: float = field(default=10.0, metadata=at_least(0, flag=False))
     videos: tuple[str, ...] = ()      # only these video ids (default: every video found)
     data_name: str | None = None      # what the labelled videos are ("train" when trained on),
                                       # the leaderboard's "data"
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -89,6 +99,11 @@ class ScoreSummary:
     statuses: dict[str, int] = field(default_factory=dict)
     leaderboard: dict | None = None
     seconds: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        """Some video was scored by the model (not only given the fallback)."""
+        return self.statuses.get("ok", 0) + self.statuses.get("partial", 0) > 0
 
     def text(self) -> str:
         statuses = ", ".join(f"{n} {k}" for k, n in sorted(self.statuses.items()))
@@ -246,13 +261,10 @@ def _label(value: str | None) -> int | None:
 def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     """Score every video under ``config.data``; write scores, submission and leaderboard.
     ``faults`` is for tests (:mod:`deepfake_lib.faults`)."""
-    from deepfake_lib.runtime import check_resources, init_ray  # noqa: PLC0415
+    from deepfake_lib.model import load_model  # noqa: PLC0415
+    from deepfake_lib.runtime import check_locations, check_resources, init_ray  # noqa: PLC0415
 
     start = time.monotonic()
-    if not 0.0 <= config.fallback <= 1.0:
-        raise ValueError(f"fallback {config.fallback:g} is not a probability (0 to 1)")
-    if not 0.0 <= config.clip < 0.5:
-        raise ValueError(f"clip {config.clip:g} must be at least 0 and below 0.5")
     if config.aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {config.aggregation!r}")
     fallback = float(np.clip(config.fallback, config.clip, 1 - config.clip))
@@ -260,8 +272,8 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     model_dir = config.model or run.uri("model")
     if not storage.is_uri(model_dir):
         model_dir = RunDir(model_dir).location
-    if not storage.exists(storage.join(model_dir, "config.json")):
-        raise FileNotFoundError(f"no trained model in {model_dir}: run jobs/train.py first")
+    # checked here, once: in the actors a model that cannot load only kills them, over and over
+    load_model(model_dir, device="cpu")
     manifest = build_manifest(list(config.data), exclude=[config.out]).table
     if config.videos:
         missing = set(config.videos) - set(manifest.column("video_id").to_pylist())
@@ -279,6 +291,7 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     done = batches.done_batches(run, "score", "scores", planned, config.overwrite, ("scores",))
     records.write(run, "score", config, inputs)
     init_ray()
+    check_locations([config.out, *config.data, model_dir], config.shared_fs)
     todo = [(n, rows.to_pylist()) for n, rows in planned if n not in done]
     size = min(config.actors or default_actors(config), max(1, sum(len(r) for _, r in todo)))
     progress = Progress("score", sum(len(r) for _, r in todo), every_s=config.progress_every_s)

@@ -142,11 +142,17 @@ class RunDir:
     def read_json(self, rel: str) -> Any:
         return json.loads(self.read_bytes(rel))
 
-    def write_parquet(self, rel: str, table: pa.Table) -> None:
-        """Write one Parquet file atomically (serialised in memory, then one write)."""
+    def write_parquet(self, rel: str, table: pa.Table, row_group_size: int | None = None) -> None:
+        """Write one Parquet file atomically (serialised in memory, then one write), in row
+        groups of at most ``row_group_size`` rows (Arrow's default: one per million)."""
         buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd")
+        pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
         self.write_bytes(rel, buf.getvalue())
+
+    def parquet_file(self, rel: str) -> pq.ParquetFile:
+        """One Parquet file opened for reading parts of it (row groups, columns)."""
+        fs, path = resolve(self.uri(rel))
+        return pq.ParquetFile(fs.open_input_file(path))
 
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         """Read one Parquet file, or every ``*.parquet`` file of folder ``rel`` in name order.
@@ -162,6 +168,17 @@ class RunDir:
             raise FileNotFoundError(f"no Parquet files at {self.uri(rel)}")
         tables = [pq.read_table(f"{path}/{n}", filesystem=fs, columns=columns) for n in names]
         return pa.concat_tables(tables, promote_options="default")
+
+    def check_writable(self) -> None:
+        """Write and delete a small file, so that a run directory that cannot be written (no
+        such bucket, a file in the way, a read-only disk, storage that does not answer) fails
+        with one OSError naming it before any work starts."""
+        probe = f".write-probe-{uuid.uuid4().hex}"
+        try:
+            self.write_bytes(probe, b"")
+            self.delete(probe)
+        except OSError as exc:
+            raise OSError(f"cannot write to the run directory {self.location}: {exc}") from None
 
     def delete(self, rel: str) -> None:
         """Delete a file or a folder (recursively); nothing if absent."""

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from deepfake_lib import metrics, records, storage, training_data
+from deepfake_lib.checks import SEED, above, at_least, between, location, validate
 from deepfake_lib.faults import NO_FAULTS, Faults
 from deepfake_lib.model import ModelConfig, build_model, to_batch
 from deepfake_lib.progress import Progress
@@ -35,22 +36,29 @@ from deepfake_lib.training_data import ValidationSet
 
 @dataclass(frozen=True)
 class TrainConfig:
-    out: str
+    out: str = field(metadata=location())
     model: ModelConfig = field(default_factory=ModelConfig)
-    workers: int = 2
-    cpus_per_worker: float = 1.0     # each worker's torch threads follow it
+    workers: int = field(default=2, metadata=at_least(1))
+    # each worker's torch threads follow it
+    cpus_per_worker: float = field(default=1.0, metadata=above(0))
     use_gpu: bool = False
-    epochs: int = 5
-    batch_size: int = 16
-    lr: float = 3e-4
-    mask_weight: float = 1.0
-    label_weight: float = 1.0
-    xray_share: float = 0.5          # pseudo-fakes that blend in another person's face
-    val_data: tuple[str, ...] = ()   # folders of labelled crops (real/, fake/) to validate on
+    epochs: int = field(default=5, metadata=at_least(1))
+    batch_size: int = field(default=16, metadata=at_least(1))
+    lr: float = field(default=3e-4, metadata=above(0))
+    mask_weight: float = field(default=1.0, metadata=at_least(0))
+    label_weight: float = field(default=1.0, metadata=at_least(0))
+    # pseudo-fakes that blend in another person's face
+    xray_share: float = field(default=0.5, metadata=between(0, 1))
+    # folders of labelled crops (real/, fake/) to validate on
+    val_data: tuple[str, ...] = field(default=(), metadata=location(many=True))
     augment: bool = True
-    max_failures: int = 2
-    seed: int = 0
+    max_failures: int = field(default=2, metadata=at_least(-1))  # -1: Ray Train's no limit
+    seed: int = field(default=0, metadata=SEED)
+    shared_fs: bool = False          # local paths are mounted on every node
     overwrite: bool = False          # start afresh instead of resuming RUN/train_runs
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -60,6 +68,10 @@ class TrainSummary:
     best_epoch: int
     best: dict = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.epochs > 0
 
     def text(self) -> str:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in self.best.items()
@@ -138,6 +150,7 @@ def train_loop(loop_config: dict) -> None:
     train = training_data.split_rows(index, "train")
     labels = index.column("label").to_numpy().astype(np.float32)
     kinds = np.asarray(index.column("kind").to_pylist(), dtype=object)[train]
+    blocks = index.column("block").to_numpy()[train]
     margin, size = config.model.crop_margin, config.model.image_size
     val_sets = (training_data.validation_sets(run, index, config.val_data, margin, size)
                 if rank == 0 else [])
@@ -161,24 +174,28 @@ def train_loop(loop_config: dict) -> None:
     amp = config.use_gpu and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     augment = training_data.augmentations() if config.augment else None
-    steps_per_epoch = -(-len(training_data.epoch_items(kinds, 0, config.seed, rank, world))
-                        // config.batch_size)
+    # the schedule's epoch length; epochs differ by a batch or two
+    steps_per_epoch = training_data.steps_per_epoch(
+        training_data.epoch_windows(kinds, blocks, 0, config.seed, world), config.batch_size)
     total = steps_per_epoch * config.epochs
 
     for epoch in range(start_epoch, config.epochs):
         began = time.monotonic()
         rng = np.random.default_rng([config.seed, epoch, rank])
-        items = training_data.epoch_items(kinds, epoch, config.seed, rank, world)
-        progress = Progress(f"train: epoch {epoch + 1}/{config.epochs}", len(items) * world,
-                            unit="samples", every_s=60.0 if rank == 0 else float("inf"))
-        losses = []
+        windows = training_data.epoch_windows(kinds, blocks, epoch, config.seed, world)
+        steps = training_data.steps_per_epoch(windows, config.batch_size)
+        progress = Progress(f"train: epoch {epoch + 1}/{config.epochs}",
+                            steps * config.batch_size * world, unit="samples",
+                            every_s=60.0 if rank == 0 else float("inf"))
+        losses, samples = [], 0
         step = epoch * steps_per_epoch
-        for chunk in range(0, len(items), training_data.CHUNK):
-            part = items[chunk:chunk + training_data.CHUNK]
-            positions, local = np.unique(part[:, 0], return_inverse=True)
-            crops = training_data.load_crops(run, index, train[positions])
-            chunk_labels = labels[train[positions]]
+        for part, crops, local in training_data.prefetched(run, index, train, windows[rank]):
+            if len(losses) == steps:
+                break
+            chunk_labels = labels[train[np.unique(part[:, 0])]]
             for start in range(0, len(part), config.batch_size):
+                if len(losses) == steps:
+                    break
                 if epoch > 0 and rank == world - 1:  # mid-epoch, once Ray recorded epoch 0's
                     faults.crash_once(before=ray.train.get_all_reported_checkpoints)
                 batch = [(int(k), int(mode)) for k, mode in
@@ -200,10 +217,11 @@ def train_loop(loop_config: dict) -> None:
                 scaler.step(optimizer)
                 scaler.update()
                 losses.append(float(loss.detach()))
+                samples += len(batch)
                 progress.update(len(batch) * world)
                 step += 1
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "train_samples": int(len(items) * world), "seconds": time.monotonic() - began,
+               "train_samples": samples * world, "seconds": time.monotonic() - began,
                "resumed": int(start_epoch > 0)}  # this attempt began from a checkpoint
         if rank == 0:
             row.update(evaluate(net, val_sets, config.model, device))
@@ -253,12 +271,13 @@ def run_train(config: TrainConfig, faults: Faults = NO_FAULTS) -> TrainSummary:
                            ScalingConfig, TrainingFailedError)
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
-    from deepfake_lib.runtime import check_resources, init_ray  # noqa: PLC0415
+    from deepfake_lib.runtime import check_locations, check_resources, init_ray  # noqa: PLC0415
 
     start = time.monotonic()
     run = RunDir(config.out)  # absolute: workers do not share the driver's working directory
     model_config = check_config(config)
     init_ray()
+    check_locations([config.out, *config.val_data], config.shared_fs)
     check_resources("train", config.cpus_per_worker, float(config.use_gpu), config.workers)
     config = replace(config, model=model_config, out=run.location)
     inputs = records.folder_digest(run, "crops")

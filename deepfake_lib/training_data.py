@@ -12,9 +12,12 @@ Each epoch is a plan of *items*, ``(row, mode)`` pairs, shared by every worker (
   the classes stay balanced whatever the share of pairs.
 
 Items of one real face stay next to each other (a batch sees a face and its pseudo-fake
-together, as in Shiohara and Yamasaki's recipe); the order of those groups is shuffled per
-epoch. Rows are read from the Parquet files in chunks of :data:`CHUNK` rows, each file once
-per chunk.
+together, as in Shiohara and Yamasaki's recipe). The epoch is shuffled by *windows*: the row
+groups of the crop files (:data:`deepfake_lib.prepare.CROPS_PER_ROW_GROUP` crops each) in a
+new order each epoch, a window being consecutive row groups of about :data:`WINDOW` crops,
+the items of a window shuffled among themselves. Windows go to the ranks in turn, so each
+rank reads only its row groups, each once per epoch (the fake of a pair takes its real
+partner from its own window; only a window without a real face reads one elsewhere).
 
 Every image is then re-cut around its face box at a margin drawn from ``[0, 2 x margin]``
 (the score stage crops at ``margin``), so the network sees tight and loose framings, and
@@ -26,6 +29,8 @@ fakes, and labelled folders of crops (``real/``, ``fake/``).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -38,20 +43,30 @@ from deepfake_lib.dataset import IMAGE_EXTENSIONS
 from deepfake_lib.storage import RunDir
 
 INDEX_COLUMNS = ["sample_id", "video_id", "original_id", "label", "split", "kind", "cluster"]
-CHUNK = 1024
+WINDOW = 1024
 REAL, BLEND, PAIR = 0, 1, 2  # item modes
 
 
 def crop_index(run: RunDir) -> pa.Table:
-    """Small columns of every crop, with the file (``file``) and row (``row``) holding it."""
+    """Small columns of every crop, with where it is: its file (``file``), the row group in
+    that file (``row_group``), its row in that group (``row``) and a number for the
+    (file, row group) pair (``block``)."""
     names = run.list("crops", ".parquet")
     if not names:
         raise ValueError(f"no crops in {run.uri('crops')}: run jobs/prepare.py first")
-    tables = []
+    tables, blocks = [], 0
     for name in names:
-        t = run.read_parquet(f"crops/{name}", columns=INDEX_COLUMNS)
+        parquet = run.parquet_file(f"crops/{name}")
+        sizes = [parquet.metadata.row_group(g).num_rows
+                 for g in range(parquet.metadata.num_row_groups)]
+        groups = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+        rows = np.concatenate([np.arange(n, dtype=np.int32) for n in sizes] or [[]])
+        t = parquet.read(columns=INDEX_COLUMNS)
         tables.append(t.append_column("file", pa.array([name] * t.num_rows))
-                       .append_column("row", pa.array(np.arange(t.num_rows), pa.int32())))
+                       .append_column("row_group", pa.array(groups))
+                       .append_column("row", pa.array(rows.astype(np.int32)))
+                       .append_column("block", pa.array(groups + blocks)))
+        blocks += len(sizes)
     index = pa.concat_tables(tables)
     if index.num_rows == 0:
         raise ValueError(f"the crops in {run.uri('crops')} are empty: no face was prepared")
@@ -63,21 +78,52 @@ def split_rows(index: pa.Table, split: str) -> np.ndarray:
     return np.flatnonzero(pc.equal(index.column("split"), split).to_numpy(zero_copy_only=False))
 
 
-def epoch_items(kinds: np.ndarray, epoch: int, seed: int, rank: int, world: int) -> np.ndarray:
-    """This rank's ``(position, mode)`` items of ``epoch`` (an ``(n, 2)`` int array) over
-    crops of ``kinds`` (``real``, ``photo``, ``pair``); see the module docstring."""
+def epoch_windows(kinds: np.ndarray, blocks: np.ndarray, epoch: int, seed: int, world: int,
+                  window: int = WINDOW) -> list[list[np.ndarray]]:
+    """Every rank's windows of ``epoch`` over crops of ``kinds`` (``real``, ``photo``,
+    ``pair``) stored in row groups ``blocks``: ``[rank][k]`` is an ``(n, 2)`` int array of
+    ``(position, mode)`` items (see the module docstring). The same on every rank.
+
+    Windows hold about ``window`` crops, fewer on small data (at least eight windows per
+    rank where there are row groups enough), and each goes to the rank with the fewest
+    items so far. With fewer windows than ranks, each window is shared out among the ranks
+    instead (they then read the same row groups)."""
     rng = np.random.default_rng([seed, epoch])
-    reals = np.flatnonzero(kinds != "pair")
-    pairs = np.flatnonzero(kinds == "pair")
-    groups = [[(r, REAL), (r, BLEND)] for r in reals]
-    if len(reals):
-        extra = rng.choice(reals, len(pairs), replace=len(pairs) > len(reals))
-        groups += [[(p, PAIR), (r, REAL)] for p, r in zip(pairs, extra)]
-    items = np.array([item for g in rng.permutation(len(groups)) for item in groups[g]],
-                     dtype=np.int64).reshape(-1, 2)
-    per_rank = len(items) // (2 * world) * 2  # whole groups, the same count on every rank
-    mine = items.reshape(-1, 2, 2)[rank::world][: per_rank // 2]
-    return mine.reshape(-1, 2)
+    order = np.argsort(blocks, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(blocks[order]) != 0])
+    groups_of = np.split(order, starts[1:])
+    window = max(1, min(window, len(blocks) // (8 * world)))
+    all_reals = np.flatnonzero(kinds != "pair")
+    windows, current = [], []
+    for g in rng.permutation(len(groups_of)):
+        current.append(groups_of[g])
+        if sum(map(len, current)) >= window:
+            windows.append(np.concatenate(current))
+            current = []
+    if current:
+        windows.append(np.concatenate(current))
+    ranks: list[list[np.ndarray]] = [[] for _ in range(world)]
+    for positions in windows:
+        reals = positions[kinds[positions] != "pair"]
+        pairs = positions[kinds[positions] == "pair"]
+        groups = [[(r, REAL), (r, BLEND)] for r in reals]
+        partners = reals if len(reals) else all_reals
+        if len(partners):
+            extra = rng.choice(partners, len(pairs), replace=len(pairs) > len(partners))
+            groups += [[(p, PAIR), (r, REAL)] for p, r in zip(pairs, extra)]
+        shuffled = [groups[g] for g in rng.permutation(len(groups))]
+        least = min(range(world), key=lambda r: sum(map(len, ranks[r])))
+        shares = ([(least, shuffled)] if len(windows) >= world else
+                  [(r, shuffled[r::world][: len(shuffled) // world]) for r in range(world)])
+        for r, share in shares:
+            ranks[r].append(np.array([i for g in share for i in g], np.int64).reshape(-1, 2))
+    return ranks
+
+
+def steps_per_epoch(windows: list[list[np.ndarray]], batch_size: int) -> int:
+    """Batches every rank takes (batches do not cross windows): the fewest any rank has, as
+    distributed data parallel training needs the same number on every rank."""
+    return min(sum(-(-len(items) // batch_size) for items in mine) for mine in windows)
 
 
 @dataclass
@@ -92,16 +138,22 @@ class Crops:
 
 
 def load_crops(run: RunDir, index: pa.Table, positions: np.ndarray) -> Crops:
-    """The crops of ``index`` rows, in order, reading from each file only the rows wanted."""
+    """The crops of ``index`` rows, in order, reading only the row groups that hold them."""
     files = np.asarray(index.column("file").to_pylist(), dtype=object)[positions]
+    groups = index.column("row_group").to_numpy()[positions]
     rows = index.column("row").to_numpy()[positions]
     n = len(positions)
     images, masks = [None] * n, [None] * n
     boxes, marks = np.zeros((n, 4), np.int32), [np.zeros((0, 2), np.float32)] * n
     for name in sorted(set(files.tolist())):
         at = np.flatnonzero(files == name)
-        table = run.read_parquet(f"crops/{name}", columns=["image", "mask", "face_box",
-                                                           "landmarks"]).take(rows[at])
+        parquet = run.parquet_file(f"crops/{name}")
+        wanted = sorted(set(groups[at].tolist()))
+        offset = dict(zip(wanted, np.cumsum([0] + [parquet.metadata.row_group(g).num_rows
+                                                   for g in wanted[:-1]])))
+        table = parquet.read_row_groups(wanted, columns=["image", "mask", "face_box",
+                                                         "landmarks"])
+        table = table.take([offset[g] + r for g, r in zip(groups[at], rows[at])])
         for k, image, mask, box, points in zip(
                 at, *(table.column(c).to_pylist() for c in ("image", "mask", "face_box",
                                                              "landmarks"))):
@@ -110,6 +162,24 @@ def load_crops(run: RunDir, index: pa.Table, positions: np.ndarray) -> Crops:
             boxes[k] = box
             marks[k] = np.asarray(points, np.float32).reshape(-1, 2)
     return Crops(np.stack(images), np.stack(masks), boxes, marks)
+
+
+def prefetched(run: RunDir, index: pa.Table, rows: np.ndarray, windows: list[np.ndarray]
+               ) -> Iterator[tuple[np.ndarray, Crops, np.ndarray]]:
+    """``(items, crops, local)`` of each window in turn, ``crops`` holding the window's
+    crops (``rows`` maps item positions to ``index`` rows) and ``local`` each item's place
+    in them. The next window is read and decoded in a thread while this one trains (Parquet
+    reads and image decoding release the GIL)."""
+    def load(items: np.ndarray) -> tuple[np.ndarray, Crops, np.ndarray]:
+        positions, local = np.unique(items[:, 0], return_inverse=True)
+        return items, load_crops(run, index, rows[positions]), local
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(load, windows[0]) if windows else None
+        for k in range(len(windows)):
+            ready = pending.result()
+            pending = pool.submit(load, windows[k + 1]) if k + 1 < len(windows) else None
+            yield ready
 
 
 def pseudo_fake(crops: Crops, k: int, donors: np.ndarray, xray_share: float,

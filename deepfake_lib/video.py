@@ -80,8 +80,12 @@ def _check_file(path: str) -> None:
 
 def _looks_like_video(head: bytes) -> bool:
     """Magic numbers of the containers DFDC-like sets use (MP4/MOV, Matroska/WebM, AVI)."""
-    return (head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
-            or head.startswith(b"\x1a\x45\xdf\xa3") or head.startswith(b"RIFF"))
+    return (_is_mp4(head) or head.startswith(b"\x1a\x45\xdf\xa3")
+            or head.startswith(b"RIFF"))
+
+
+def _is_mp4(head: bytes) -> bool:
+    return head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
 
 
 def _mp4_cut_short(path: str) -> bool:
@@ -104,6 +108,15 @@ def _mp4_cut_short(path: str) -> bool:
                 return False
             offset += box
         return offset > size
+
+
+def _stopped_early(path: str) -> str:
+    """The kind of a video whose decoding stopped before a frame its container lists:
+    ``corrupt`` for an MP4 whose boxes are all whole (its data is damaged), else
+    ``truncated`` (an MP4 cut short; other containers are not walked, so a cut is assumed)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    return "corrupt" if _is_mp4(head) and not _mp4_cut_short(path) else "truncated"
 
 
 def decode_threads() -> int:
@@ -183,8 +196,11 @@ def read_frames(path: str, indices: Iterable[int]) -> dict[int, np.ndarray]:
                 position = landed
             while position <= index:
                 if not cap.grab():
-                    raise VideoError(path, "truncated",
-                                     f"decoding stopped at frame {position}, before frame {index}")
+                    kind = _stopped_early(path)
+                    reason = (f"frame {position} cannot be decoded, though every MP4 box is "
+                              "whole (damaged data)" if kind == "corrupt" else
+                              f"decoding stopped at frame {position}, before frame {index}")
+                    raise VideoError(path, kind, reason)
                 position += 1
             ok, bgr = cap.retrieve()
             if not ok:

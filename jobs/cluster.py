@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deepfake_lib.checks import FlagParser
 from deepfake_lib.cluster_methods import METHODS, ClusterParams
 from deepfake_lib.clustering import ClusterConfig, run_cluster
 from deepfake_lib.runtime import run_job
 
 
 def parse_args(argv: list[str] | None = None) -> ClusterConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = FlagParser((ClusterConfig, ClusterParams), description=__doc__,
+                   formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True, help="run directory holding encodings/ (local or s3://)")
     p.add_argument("--method", default="auto", choices=METHODS,
                    help="auto: PCA 50, 2-D t-SNE, DBSCAN with eps from the data (under 50 faces: "
@@ -33,11 +35,12 @@ def parse_args(argv: list[str] | None = None) -> ClusterConfig:
     p.add_argument("--include-noise", action="store_true", help="keep real videos whose face is noise")
     p.add_argument("--no-figures", action="store_true")
     a = p.parse_args(argv)
-    params = ClusterParams(method=a.method, pca_components=a.pca_components, perplexity=a.perplexity,
-                           min_cluster_size=a.min_cluster_size, eps=a.eps, min_samples=a.min_samples,
-                           seed=a.seed)
-    return ClusterConfig(out=a.out, params=params, per_cluster=a.per_cluster,
-                         include_noise=a.include_noise, figures=not a.no_figures)
+    with p.checked():
+        params = ClusterParams(method=a.method, pca_components=a.pca_components,
+                               perplexity=a.perplexity, min_cluster_size=a.min_cluster_size,
+                               eps=a.eps, min_samples=a.min_samples, seed=a.seed)
+        return ClusterConfig(out=a.out, params=params, per_cluster=a.per_cluster,
+                             include_noise=a.include_noise, figures=not a.no_figures)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deepfake_lib.checks import FlagParser
 from deepfake_lib.pipeline import PipelineConfig, run_pipeline
 from deepfake_lib.runtime import run_job
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, str | None]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = FlagParser((PipelineConfig,), description=__doc__,
+                   formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
     p.add_argument("--data", nargs="*", default=[], help="DFDC parts (default: the built-in sample)")
     p.add_argument("--sample-photos", default=None,
@@ -31,12 +33,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, str | Non
     p.add_argument("--image-size", type=int, default=128, help="training crop size, px")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
+    p.add_argument("--shared-fs", action="store_true",
+                   help="local paths are on a file system every node mounts (without it a "
+                        "multi-node cluster needs s3:// paths)")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
-    return PipelineConfig(out=a.out, data=tuple(a.data), sample_photos=a.sample_photos,
-                          overwrite=a.overwrite, encoder=a.encoder,
-                          encoder_weights=a.encoder_weights, image_size=a.image_size,
-                          epochs=a.epochs, workers=a.workers), a.address
+    with p.checked():
+        return PipelineConfig(out=a.out, data=tuple(a.data), sample_photos=a.sample_photos,
+                              overwrite=a.overwrite, shared_fs=a.shared_fs, encoder=a.encoder,
+                              encoder_weights=a.encoder_weights, image_size=a.image_size,
+                              epochs=a.epochs, workers=a.workers), a.address
 
 
 def main(argv: list[str] | None = None) -> int:

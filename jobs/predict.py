@@ -13,14 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deepfake_lib.checks import FlagParser
 from deepfake_lib.predict import PredictConfig, run_predict
 from deepfake_lib.runtime import run_job
 from deepfake_lib.scoring import AGGREGATIONS, ScoreConfig
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[PredictConfig, str | None]:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawTextHelpFormatter)
+    p = FlagParser((PredictConfig, ScoreConfig), description=__doc__,
+                   formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="video files or folders (or s3:// URIs)")
     p.add_argument("--model", required=True, help="trained model folder (a run's RUN/model)")
@@ -36,20 +37,26 @@ def parse_args(argv: list[str] | None = None) -> tuple[PredictConfig, str | None
     p.add_argument("--actors", type=int, default=None, help="default: what the cluster allows")
     p.add_argument("--cpus-per-actor", type=float, default=1.0)
     p.add_argument("--gpus-per-actor", type=float, default=0.0)
+    p.add_argument("--shared-fs", action="store_true",
+                   help="local paths are on a file system every node mounts (without it a "
+                        "multi-node cluster needs s3:// videos and model)")
     p.add_argument("--address", default=None,
                    help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
-    score = ScoreConfig(data=(), out=a.out, model=a.model, budget_s=a.budget_s, grace_s=a.grace_s,
-                        frames=a.frames, aggregation=a.aggregation, fallback=a.fallback,
-                        actors=a.actors, cpus_per_actor=a.cpus_per_actor,
-                        gpus_per_actor=a.gpus_per_actor)
-    return PredictConfig(paths=tuple(a.paths), model=a.model, out=a.out, strip=a.strip,
-                         score=score), a.address
+    with p.checked():
+        score = ScoreConfig(data=tuple(a.paths), out=a.out, model=a.model, budget_s=a.budget_s,
+                            grace_s=a.grace_s, frames=a.frames, aggregation=a.aggregation,
+                            fallback=a.fallback, actors=a.actors,
+                            cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus_per_actor,
+                            shared_fs=a.shared_fs)
+        config = PredictConfig(paths=tuple(a.paths), model=a.model, out=a.out, strip=a.strip,
+                               score=score)
+    return config, a.address
 
 
 def main(argv: list[str] | None = None) -> int:
     config, address = parse_args(argv)
-    return run_job("predict", run_predict, config, address, succeeded=lambda s: s.scored > 0)
+    return run_job("predict", run_predict, config, address)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from deepfake_lib.batches import TaskOptions
+from deepfake_lib.checks import FlagParser
 from deepfake_lib.faces import DETECTORS
 from deepfake_lib.masks import DEFAULT_METHOD, METHODS
 from deepfake_lib.prepare import PrepareConfig, run_prepare
@@ -18,7 +19,8 @@ from deepfake_lib.runtime import run_job
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = FlagParser((PrepareConfig, TaskOptions), description=__doc__,
+                   formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="folders (or s3:// URIs) of DFDC parts")
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
     p.add_argument("--every", type=int, default=10, help="crop every k-th frame (10: 30 crops per 10-s clip)")
@@ -33,23 +35,35 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of identity clusters held out")
     p.add_argument("--batch-size", type=int, default=4, help="videos or pairs per Ray task")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--video-timeout-s", type=float, default=600.0,
+                   help="seconds one video or pair may take before it is a timeout row "
+                        "(default 600)")
     p.add_argument("--cpus-per-task", type=float, default=1.0)
+    p.add_argument("--memory-gb-per-task", type=float,
+                   default=PrepareConfig.tasks.memory_gb_per_task,
+                   help="memory each task asks Ray for, GB (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="delete earlier prepare output in --out first")
+    p.add_argument("--shared-fs", action="store_true",
+                   help="local paths are on a file system every node mounts (without it a "
+                        "multi-node cluster needs s3:// paths)")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
-    config = PrepareConfig(data=tuple(a.data), out=a.out, every=a.every, crop_size=a.crop_size,
-                           margin=a.margin, detect_every_s=a.detect_every_s, detector=a.detector,
-                           max_tracks=a.max_tracks, mask_method=a.mask_method,
-                           val_fraction=a.val_fraction,
-                           batch_size=a.batch_size, seed=a.seed, overwrite=a.overwrite,
-                           tasks=TaskOptions(cpus_per_task=a.cpus_per_task))
+    with p.checked():
+        config = PrepareConfig(data=tuple(a.data), out=a.out, every=a.every,
+                               crop_size=a.crop_size, margin=a.margin,
+                               detect_every_s=a.detect_every_s, detector=a.detector,
+                               max_tracks=a.max_tracks, mask_method=a.mask_method,
+                               val_fraction=a.val_fraction, batch_size=a.batch_size,
+                               video_timeout_s=a.video_timeout_s, seed=a.seed,
+                               overwrite=a.overwrite, shared_fs=a.shared_fs,
+                               tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
+                                                 memory_gb_per_task=a.memory_gb_per_task))
     return config, a.address
 
 
 def main(argv: list[str] | None = None) -> int:
     config, address = parse_args(argv)
-    return run_job("prepare", run_prepare, config, address,
-                   succeeded=lambda s: bool(s.crops))
+    return run_job("prepare", run_prepare, config, address)
 
 
 if __name__ == "__main__":

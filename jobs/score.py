@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deepfake_lib.checks import FlagParser
 from deepfake_lib.runtime import run_job
 from deepfake_lib.scoring import AGGREGATIONS, ScoreConfig, run_score
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = FlagParser((ScoreConfig,), description=__doc__,
+                   formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="folders (or s3:// URIs) of videos")
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
     p.add_argument("--model", default=None, help="trained model folder (default RUN/model)")
@@ -34,15 +36,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
                         "an autoscaled GPU node can take minutes to boot)")
     p.add_argument("--batch-size", type=int, default=64, help="videos per output file")
     p.add_argument("--overwrite", action="store_true", help="delete earlier scores in --out first")
+    p.add_argument("--shared-fs", action="store_true",
+                   help="local paths are on a file system every node mounts (without it a "
+                        "multi-node cluster needs s3:// paths)")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
-    config = ScoreConfig(data=tuple(a.data), out=a.out, model=a.model, budget_s=a.budget_s,
-                         grace_s=a.grace_s, frames=a.frames, detect_every_s=a.detect_every_s,
-                         aggregation=a.aggregation, clip=a.clip,
-                         fallback=a.fallback, actors=a.actors, cpus_per_actor=a.cpus_per_actor,
-                         gpus_per_actor=a.gpus_per_actor, start_timeout_s=a.start_timeout_s,
-                         batch_size=a.batch_size,
-                         overwrite=a.overwrite)
+    with p.checked():
+        config = ScoreConfig(data=tuple(a.data), out=a.out, model=a.model, budget_s=a.budget_s,
+                             grace_s=a.grace_s, frames=a.frames,
+                             detect_every_s=a.detect_every_s, aggregation=a.aggregation,
+                             clip=a.clip, fallback=a.fallback, actors=a.actors,
+                             cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus_per_actor,
+                             start_timeout_s=a.start_timeout_s, batch_size=a.batch_size,
+                             overwrite=a.overwrite, shared_fs=a.shared_fs)
     return config, a.address
 
 

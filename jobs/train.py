@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deepfake_lib.checks import FlagParser
 from deepfake_lib.model import ModelConfig
 from deepfake_lib.runtime import run_job
 from deepfake_lib.training import TrainConfig, run_train
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = FlagParser((TrainConfig, ModelConfig), description=__doc__,
+                   formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True, help="run directory holding crops/ (local or s3://)")
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
     p.add_argument("--cpus-per-worker", type=float, default=1.0,
@@ -42,20 +44,25 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
                    help="folders of labelled face crops (real/, fake/) to validate and calibrate\n"
                         "on, besides the val split; never trained on")
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--max-failures", type=int, default=2, help="worker failures survived")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="worker failures survived (-1: no limit)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
+    p.add_argument("--shared-fs", action="store_true",
+                   help="local paths are on a file system every node mounts (without it a "
+                        "multi-node cluster needs s3:// paths)")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
-    model = ModelConfig(arch=a.arch, encoder=a.encoder, encoder_weights=a.encoder_weights,
-                        image_size=a.image_size, crop_margin=a.crop_margin)
-    config = TrainConfig(out=a.out, model=model, workers=a.workers,
-                         cpus_per_worker=a.cpus_per_worker, use_gpu=a.use_gpu,
-                         epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                         mask_weight=a.mask_weight, label_weight=a.label_weight,
-                         xray_share=a.xray_share, val_data=tuple(a.val_data),
-                         augment=not a.no_augment, max_failures=a.max_failures, seed=a.seed,
-                         overwrite=a.overwrite)
+    with p.checked():
+        model = ModelConfig(arch=a.arch, encoder=a.encoder, encoder_weights=a.encoder_weights,
+                            image_size=a.image_size, crop_margin=a.crop_margin)
+        config = TrainConfig(out=a.out, model=model, workers=a.workers,
+                             cpus_per_worker=a.cpus_per_worker, use_gpu=a.use_gpu,
+                             epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                             mask_weight=a.mask_weight, label_weight=a.label_weight,
+                             xray_share=a.xray_share, val_data=tuple(a.val_data),
+                             augment=not a.no_augment, max_failures=a.max_failures,
+                             seed=a.seed, overwrite=a.overwrite, shared_fs=a.shared_fs)
     return config, a.address
 
 

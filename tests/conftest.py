@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,18 @@ def shared_videos(shared_data) -> list[Path]:
     return sorted((shared_data / "videos").glob("*/*.mp4"))
 
 
+def _mp4_with_random_box(data: bytes, box_type: bytes) -> bytes:
+    """``data`` (an MP4) with the payload of its top-level ``box_type`` box replaced by random
+    bytes: every box is whole, the file is damaged inside, not cut short."""
+    offset = 0
+    while offset < len(data):
+        size = struct.unpack(">I", data[offset:offset + 4])[0]
+        if data[offset + 4:offset + 8] == box_type:
+            return data[:offset + 8] + os.urandom(size - 8) + data[offset + size:]
+        offset += size
+    raise ValueError(f"no {box_type!r} box")
+
+
 def make_bad_inputs(folder: Path, good_video: Path) -> dict[str, str]:
     """Write a corpus of bad inputs into ``folder``; return ``{file name: expected error kind}``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -36,10 +49,13 @@ def make_bad_inputs(folder: Path, good_video: Path) -> dict[str, str]:
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 3])
     (folder / "text.mp4").write_text("this is not a video, just text with a video's name\n")
     (folder / "random_bytes.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096))
+    (folder / "random_mdat.mp4").write_bytes(_mp4_with_random_box(data, b"mdat"))
+    (folder / "random_moov.mp4").write_bytes(_mp4_with_random_box(data, b"moov"))
     (folder / "directory.mp4").mkdir(exist_ok=True)
     (folder / "not_an_image.jpg").write_text("no JPEG here")
     return {"zero_bytes.mp4": "empty", "truncated.mp4": "truncated", "text.mp4": "not_video",
-            "random_bytes.mp4": "corrupt", "directory.mp4": "not_a_file",
+            "random_bytes.mp4": "corrupt", "random_mdat.mp4": "corrupt",
+            "random_moov.mp4": "corrupt", "directory.mp4": "not_a_file",
             "not_an_image.jpg": "corrupt"}
 
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from deepfake_lib.cluster_methods import (ClusterParams, adjusted_rand, cluster_encodings,
-                                          content_ids, knee_eps, relabel_by_size,
-                                          synthetic_encodings)
+from deepfake_lib.cluster_methods import (SAME_FACE, ClusterParams, adjusted_rand,
+                                          cluster_encodings, content_ids, knee_eps,
+                                          relabel_by_size, synthetic_encodings)
 
 
 def _truth(labels):
@@ -42,6 +42,28 @@ def test_knee_eps_sits_between_the_two_scales():
     tight = np.concatenate([rng.normal(c, 0.05, (30, 2)) for c in (0, 5, 10)])
     eps = knee_eps(tight, 4)
     assert 0.02 < eps < 2.0
+
+
+@pytest.mark.parametrize("face", [np.linspace(-0.2, 0.2, 128), np.full(128, 0.05)])
+@pytest.mark.parametrize("n", [10, 60])
+@pytest.mark.parametrize("method", ["dbscan", "tsne_dbscan", "seed"])
+def test_identical_faces_are_one_person(method, n, face):
+    """One face over and over (the same photo or frame): no spread for t-SNE, and every
+    k-distance 0, which DBSCAN refuses as eps."""
+    x = np.tile(face.astype(np.float32), (n, 1))
+    result = cluster_encodings(x, ClusterParams(method=method))
+    assert result.n_clusters == 1 and result.n_noise == 0
+    assert result.tsne.shape == (n, 2) and np.isfinite(result.tsne).all()
+
+
+def test_many_identical_faces_and_a_few_strays():
+    x, _ = synthetic_encodings(5, 1, noise_fraction=0.0, seed=4)
+    x = np.vstack([np.repeat(x[:1], 55, axis=0), x[1:]])  # the knee lies among the zeros
+    assert knee_eps(x, 3) == SAME_FACE
+    result = cluster_encodings(x, ClusterParams(method="dbscan"))
+    assert result.used["eps"] == SAME_FACE
+    assert len(set(result.labels[:55])) == 1 and result.labels[0] >= 0
+    assert (result.labels[55:] == -1).all()
 
 
 def test_relabel_by_size_orders_clusters_and_keeps_noise():

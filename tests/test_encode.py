@@ -1,4 +1,5 @@
 import os
+import time
 import shutil
 
 import numpy as np
@@ -21,7 +22,7 @@ def _files(folder):
 
 def test_plan_is_deterministic_and_selects_reals(shared_data):
     manifest = build_manifest(str(shared_data / "videos")).table
-    config = EncodeConfig(data=(), out="", batch_size=4)
+    config = EncodeConfig(data=(), out="unused", batch_size=4)
     plan = plan_batches(manifest, config)
     ids = [v for _, rows in plan for v in rows.column("video_id").to_pylist()]
     # reals and unlabelled only: the 3 FF++ originals, the DFDC real, the 3 clips
@@ -29,7 +30,7 @@ def test_plan_is_deterministic_and_selects_reals(shared_data):
                                   "multi_person_1080p.mp4", "news_anchor.mp4",
                                   "short_hamilton_clip.mp4"])
     assert [n for n, _ in plan] == [n for n, _ in plan_batches(manifest, config)]
-    everything = plan_batches(manifest, EncodeConfig(data=(), out="", all_videos=True))
+    everything = plan_batches(manifest, EncodeConfig(data=(), out="unused", all_videos=True))
     assert sum(rows.num_rows for _, rows in everything) == 11
 
 
@@ -37,7 +38,8 @@ def test_encode_video_without_ray(shared_data):
     path = shared_data / "videos" / "clips" / "short_hamilton_clip.mp4"
     row = {"video_id": path.name, "path": str(path), "part": "clips", "label": None,
            "original": None}
-    info, rows, error = encode_video(row, faces.get_face_detector("auto"), EncodeConfig((), ""))
+    info, rows, error = encode_video(row, faces.get_face_detector("auto"),
+                                     EncodeConfig((), "unused"))
     assert error is None and info["status"] == "ok"
     assert info["n_faces"] == len(rows) == 2  # two people in the clip
     assert rows[0]["face_index"] == 0 and rows[1]["face_index"] == 1
@@ -151,6 +153,22 @@ def test_bad_inputs_are_error_rows_and_good_videos_are_encoded(ray_session, shar
     assert pq.read_table(out / "errors").schema.equals(ERROR_SCHEMA, check_metadata=False)
     encoded = set(pq.read_table(out / "encodings").column("video_id").to_pylist())
     assert encoded == {"lynaeydofd.mp4"}  # the only REAL of the good folder
+
+
+def test_a_stuck_video_is_a_timeout_row_and_its_batch_goes_on(ray_session, shared_data,
+                                                               tmp_path):
+    out = tmp_path / "run"
+    config = EncodeConfig(data=(str(shared_data / "videos" / "ffpp"),), out=str(out),
+                          batch_size=8, video_timeout_s=30.0)
+    start = time.monotonic()
+    summary = run_encode(config, Faults(slow_videos=("519.mp4",), slow_seconds=3600))
+    assert time.monotonic() - start < 600  # not the hour the stuck video would take
+    assert summary.batches == 1 and summary.errors == {"timeout": 1}
+    videos = {r["video_id"]: r for r in pq.read_table(out / "videos").to_pylist()}
+    assert videos["519.mp4"]["status"] == "timeout" and videos["519.mp4"]["seconds"] == 30.0
+    assert {videos[v]["status"] for v in ("004.mp4", "634.mp4")} == {"ok"}
+    error = pq.read_table(out / "errors").to_pylist()[0]
+    assert error["kind"] == "timeout" and "--video-timeout-s" in error["message"]
 
 
 def test_nothing_to_encode_is_a_clear_error(ray_session, tmp_path):

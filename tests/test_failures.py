@@ -149,7 +149,8 @@ def _encode_losing_a_node(data: str, out: str) -> dict:
     cluster, nodes = _cluster()
     summary, result = _losing_a_node(
         cluster, nodes[0], lambda: _count(Path(out) / "encodings") >= 2,
-        lambda: run_encode(EncodeConfig(data=(data,), out=out, all_videos=True, batch_size=1)),
+        lambda: run_encode(EncodeConfig(data=(data,), out=out, all_videos=True, batch_size=1,
+                                        shared_fs=True)),
         "encode_batch")
     return {**result, "videos": summary.videos, "nodes_alive": sum(n["Alive"] for n in ray.nodes())}
 
@@ -160,10 +161,12 @@ def _prepare_losing_a_node(data: str, out: str, reference: str) -> dict:
     cluster, nodes = _cluster()
     summary, result = _losing_a_node(
         cluster, nodes[1], lambda: _count(Path(out) / "crops") >= 2,
-        lambda: run_prepare(PrepareConfig(data=(data,), out=out, batch_size=1, every=12)),
+        lambda: run_prepare(PrepareConfig(data=(data,), out=out, batch_size=1, every=12,
+                                          shared_fs=True)),
         "prepare_batch")
     # the same stage, undisturbed, on the node that is left: what the rows should be
-    run_prepare(PrepareConfig(data=(data,), out=reference, batch_size=1, every=12))
+    run_prepare(PrepareConfig(data=(data,), out=reference, batch_size=1, every=12,
+                              shared_fs=True))
     return {**result, "errors": summary.errors}
 
 
@@ -174,16 +177,20 @@ def _score_losing_a_node(data: str, out: str, model: str) -> dict:
     summary, result = _losing_a_node(
         cluster, nodes[0], lambda: _count(Path(out) / "scores") >= 1,
         lambda: run_score(ScoreConfig(data=(data,), out=out, model=model, frames=8,
-                                      batch_size=2, actors=2)),
+                                      batch_size=2, actors=2, shared_fs=True)),
         "VideoScorer.score")
     return {**result, "videos": summary.videos, "statuses": summary.statuses}
 
 
 def _encode_with_the_driver_killed(data: str, killed_out: str, clean_out: str) -> dict:
-    cluster, _ = _cluster()
+    cluster, workers = _cluster()
     command = [sys.executable, str(ROOT / "jobs" / "encode.py"), "--data", data, "--all",
                "--batch-size", "1", "--address", cluster.address]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # these local folders are one folder for every node only because the nodes share a machine
+    refused = subprocess.run([*command, "--out", killed_out], env=env, capture_output=True,
+                             text=True)
+    command.append("--shared-fs")
     driver = subprocess.Popen([*command, "--out", killed_out], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
@@ -194,7 +201,9 @@ def _encode_with_the_driver_killed(data: str, killed_out: str, clean_out: str) -
     written_when_killed = _count(Path(killed_out) / "encodings")
     rerun = subprocess.run([*command, "--out", killed_out], env=env, capture_output=True, text=True)
     clean = subprocess.run([*command, "--out", clean_out], env=env, capture_output=True, text=True)
-    return {"written_when_killed": written_when_killed, "rerun": rerun.returncode,
+    return {"workers": sorted(node.node_id for node in workers),
+            "refused": refused.returncode, "refused_err": refused.stderr,
+            "written_when_killed": written_when_killed, "rerun": rerun.returncode,
             "rerun_out": rerun.stdout, "clean": clean.returncode}
 
 
@@ -247,6 +256,9 @@ def test_node_lost_during_score(sample_dir, tiny_model, tmp_path):
 def test_killed_driver_then_rerun_equals_an_uninterrupted_run(sample_dir, tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     result = _in_child(_encode_with_the_driver_killed, str(sample_dir), str(killed), str(clean))
+    # a local --out on a three-node cluster is refused before any work, without --shared-fs
+    assert result["refused"] == 1 and "3 nodes" in result["refused_err"]
+    assert "s3://" in result["refused_err"] and "--shared-fs" in result["refused_err"]
     assert result["rerun"] == 0 and result["clean"] == 0
     assert 3 <= result["written_when_killed"] < 16  # it really died in the middle
     skipped = int(re.search(r"\((\d+) already done\)", result["rerun_out"]).group(1))
@@ -257,3 +269,6 @@ def test_killed_driver_then_rerun_equals_an_uninterrupted_run(sample_dir, tmp_pa
     assert after == reference
     assert sorted(p.name for p in (killed / "encodings").glob("*.parquet")) == \
         sorted(p.name for p in (clean / "encodings").glob("*.parquet"))
+    # the tasks ran on every worker node (the head has no CPU), as each batch records
+    nodes = pq.read_table(clean / "videos", columns=["node"]).column("node").to_pylist()
+    assert sorted(set(nodes)) == result["workers"]

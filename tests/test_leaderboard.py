@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -15,6 +17,18 @@ def test_submission_lists_every_video_in_order_with_the_fallback_for_the_missing
     rows = [_row("b.mp4", 0.25, 1), _row("a.mp4", 0.9, 0)]
     text = submission_csv(["a.mp4", "c.mp4", "b.mp4"], rows, fallback=0.5).decode()
     assert text == "filename,label\na.mp4,0.900000\nc.mp4,0.500000\nb.mp4,0.250000\n"
+
+
+def test_hostile_file_names_survive_a_round_trip_through_pandas():
+    import pandas as pd
+
+    names = ["a,b.mp4", 'say "hi".mp4', "two\nlines.mp4", "'single'.mp4", " spaced .mp4"]
+    rows = [_row(v, 0.1 * (i + 1), None) for i, v in enumerate(names)]
+    back = pd.read_csv(io.BytesIO(submission_csv(names, rows, fallback=0.5)),
+                       keep_default_na=False)
+    assert list(back.columns) == ["filename", "label"]
+    assert back["filename"].tolist() == names
+    assert back["label"].tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
 
 
 def test_leaderboard_scores_the_labelled_and_times_them_all():

@@ -52,15 +52,23 @@ def test_whole_pipeline_with_data_and_run_directory_on_s3(ray_session, sample_di
     messages = []
     run_pipeline(PipelineConfig(out=out, data=("s3://data/sample",), image_size=64, epochs=1),
                  log=messages.append)
-    assert sum("already done" in m for m in messages) == 3  # cluster, train, score
+    skipped = [m for m in messages if m.startswith("pipeline:") and "already done" in m]
+    assert len(skipped) == 3  # cluster, train, score
     for stage in ("encode", "prepare"):
         summary = next(m for m in messages if m.startswith(f"{stage}:"))
         assert re.search(r"(\d+) batches \(\1 already done\)", summary), summary
     assert run.read_bytes("cluster.json") == before["cluster.json"]
     assert run.read_bytes("model/model.pt") == before["model/model.pt"]
 
-    # other data on a finished run: refused before any work, the run left as it was
-    _upload(sample_dir / "sample_part_0", "data", "other/part")
+    # other data (two of the videos) on a finished run: refused, the run left as it was
+    part = sample_dir / "sample_part_0"
+    metadata = json.loads((part / "metadata.json").read_text())
+    kept = sorted(v for v, m in metadata.items() if m["label"] == "REAL")[:2]
+    client = boto3.client("s3")
+    for name in kept:
+        client.upload_file(str(part / name), "data", f"other/part/{name}")
+    client.put_object(Bucket="data", Key="other/part/metadata.json",
+                      Body=json.dumps({v: metadata[v] for v in kept}).encode())
     with pytest.raises(ValueError, match="other inputs"):
         run_pipeline(PipelineConfig(out=out, data=("s3://data/other",), image_size=64,
                                     epochs=1), log=lambda _: None)

@@ -1,8 +1,12 @@
+import dataclasses
+import os
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from deepfake_lib import faces
+from deepfake_lib.faults import Faults
 from deepfake_lib.prepare import CROP_SCHEMA, PrepareConfig, assign_splits, run_prepare
 
 pytestmark = pytest.mark.ray
@@ -58,6 +62,42 @@ def test_ffpp_pairs_become_crops_with_masks(ffpp_crops):
     assert faces.decode_image(open(f"{config.out}/figures/masks.png", "rb").read()).shape[1] == 768
 
 
+def test_an_original_is_decoded_once_for_all_its_fakes(shared_data, monkeypatch):
+    from deepfake_lib import video
+    from deepfake_lib.prepare import prepare_unit
+
+    ffpp = shared_data / "videos" / "ffpp"
+    decoded = []
+    read_frames = video.read_frames
+    monkeypatch.setattr(video, "read_frames",
+                        lambda path, indices: decoded.append(path) or read_frames(path, indices))
+    unit = {"video_id": "004.mp4", "path": str(ffpp / "004.mp4"), "kind": "real", "real": True,
+            "fake_ids": ["a.mp4", "b.mp4", "broken.mp4"],
+            "fake_paths": [str(ffpp / "004_982.mp4")] * 2 + [str(ffpp / "missing.mp4")],
+            "videos": 4, "cluster": -1, "split": "train"}
+    config = PrepareConfig(data=(), out="unused", every=50)
+    rows, errors = prepare_unit(unit, faces.get_face_detector(config.detector), config)
+    assert decoded == [str(ffpp / "004.mp4")] + [str(ffpp / "004_982.mp4")] * 2
+    by_video = {v: [r for r in rows if r["video_id"] == v] for v in ("004.mp4", "a.mp4", "b.mp4")}
+    assert all(by_video.values()) and len(rows) == sum(map(len, by_video.values()))
+    # both fakes are cut at the original's boxes: the same crops
+    assert [r["image"] for r in by_video["a.mp4"]] == [r["image"] for r in by_video["b.mp4"]]
+    assert [(e["video_id"], e["kind"]) for e in errors] == [("broken.mp4", "missing")]
+
+
+def test_a_retried_task_loses_and_duplicates_no_crop(ffpp_crops, tmp_path):
+    config, _ = ffpp_crops
+    marker = tmp_path / "crashed"
+    out = tmp_path / "run"
+    again = run_prepare(dataclasses.replace(config, out=str(out)),
+                        Faults(crash_once_marker=str(marker)))
+    assert marker.exists()  # a worker died after the first unit of its batch
+    ids = pq.read_table(out / "crops", columns=["sample_id"]).column("sample_id").to_pylist()
+    reference = pq.read_table(f"{config.out}/crops", columns=["sample_id"]).column("sample_id")
+    assert len(ids) == len(set(ids)) and set(ids) == set(reference.to_pylist())
+    assert again.errors == {}
+
+
 def test_rerun_skips_finished_batches(ffpp_crops):
     config, first = ffpp_crops
     again = run_prepare(config)
@@ -78,6 +118,23 @@ def test_bad_inputs_are_error_rows(ray_session, shared_data, bad_inputs, tmp_pat
     assert errors["brtujopkby.mp4"] == "no_original"  # the DFDC fake's original is absent
     crops = pq.read_table(out / "crops").to_pylist()
     assert {r["video_id"] for r in crops} == {"lynaeydofd.mp4"}
+
+
+def test_a_stuck_video_is_a_timeout_row_and_its_batch_goes_on(ray_session, shared_data,
+                                                               tmp_path):
+    part = tmp_path / "part"
+    part.mkdir()
+    os.symlink(shared_data / "videos" / "dfdc" / "lynaeydofd.mp4", part / "lynaeydofd.mp4")
+    os.symlink(shared_data / "videos" / "ffpp" / "004.mp4", part / "004.mp4")
+    out = tmp_path / "run"
+    summary = run_prepare(PrepareConfig(data=(str(part),), out=str(out), every=50, batch_size=8,
+                                        video_timeout_s=30.0),
+                          Faults(slow_videos=("004.mp4",), slow_seconds=3600))
+    assert summary.batches == 1 and summary.errors == {"timeout": 1}
+    error = pq.read_table(out / "prepare_errors").to_pylist()[0]
+    assert error["video_id"] == "004.mp4" and "--video-timeout-s" in error["message"]
+    crops = pq.read_table(out / "crops").to_pylist()
+    assert crops and {r["video_id"] for r in crops} == {"lynaeydofd.mp4"}
 
 
 def test_photos_are_real_faces_for_training_only(ray_session, shared_data, tmp_path):
@@ -102,7 +159,7 @@ def test_without_a_subset_the_split_follows_the_identity_clusters(ffpp_crops, tm
     from deepfake_lib.storage import RunDir
 
     config, first = ffpp_crops
-    assert first.split_by == {"video": 6} and "split by original video" in first.text()
+    assert first.split_by == {"video": 3} and "split by original video" in first.text()
     run = RunDir(str(tmp_path / "run"))
     plan, _ = make_plan(run, config)
     split = dict(zip(plan.column("video_id").to_pylist(), plan.column("split").to_pylist()))
@@ -118,8 +175,9 @@ def test_without_a_subset_the_split_follows_the_identity_clusters(ffpp_crops, tm
     cluster = dict(zip(plan.column("video_id").to_pylist(), plan.column("cluster").to_pylist()))
     a, b = apart
     assert split[a] == split[b] and cluster[a] == cluster[b] == 7
-    for fake in ("004_982.mp4", "519_515.mp4", "634_660.mp4"):  # a fake goes with its original
-        assert split[fake] == split[fake.split("_")[0] + ".mp4"]
+    fakes = dict(zip(plan.column("video_id").to_pylist(), plan.column("fake_ids").to_pylist()))
+    assert fakes == {"004.mp4": ["004_982.mp4"], "519.mp4": ["519_515.mp4"],
+                     "634.mp4": ["634_660.mp4"]}  # a fake goes with its original
 
 
 def test_splits_keep_groups_whole_and_have_both_sides():

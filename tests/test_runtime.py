@@ -1,8 +1,9 @@
 from pathlib import Path
 
+import pytest
 import yaml
 
-from deepfake_lib.runtime import autoscaled_node_types, room_for
+from deepfake_lib.runtime import autoscaled_node_types, local_paths_problem, room_for
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
 
@@ -35,3 +36,119 @@ def test_a_launcher_cluster_counts_the_nodes_its_autoscaler_may_add(tmp_path):
 def test_unknown_autoscaling_refuses_nothing_and_no_autoscaler_adds_nothing(tmp_path):
     assert autoscaled_node_types(str(CLUSTER_YAML)) is None  # resources left to the launcher
     assert autoscaled_node_types(str(tmp_path / "absent.yaml")) == []
+
+
+def test_local_paths_are_refused_on_more_than_one_node_only():
+    paths = ["s3://bucket/run", "/data/dfdc"]
+    assert local_paths_problem(paths, nodes=1, may_grow=False) is None  # a laptop
+    assert local_paths_problem(["s3://bucket/run"], nodes=3, may_grow=True) is None
+    problem = local_paths_problem(paths, nodes=3, may_grow=False)
+    assert "/data/dfdc is a local path" in problem and "3 nodes" in problem
+    assert "s3://" in problem and "--shared-fs" in problem
+    assert "may add more" in local_paths_problem(paths, nodes=1, may_grow=True)
+
+
+def _did_nothing(out: str) -> dict:
+    """Each job's stage function and a summary of a run in which nothing succeeded."""
+    from deepfake_lib.clustering import ClusterSummary
+    from deepfake_lib.encode import EncodeSummary
+    from deepfake_lib.pipeline import PipelineSummary
+    from deepfake_lib.prepare import PrepareSummary
+    from deepfake_lib.scoring import ScoreSummary
+
+    return {
+        "encode": ("run_encode", EncodeSummary(out, videos=3, errors={"corrupt": 3})),
+        "cluster": ("run_cluster", ClusterSummary(out, faces=12, noise=12, reals=4)),
+        "prepare": ("run_prepare", PrepareSummary(out, units=2, errors={"corrupt": 2})),
+        "score": ("run_score", ScoreSummary(out, videos=3, statuses={"error": 2, "no_face": 1})),
+        "pipeline": ("run_pipeline", PipelineSummary(out, 1.0, stopped_after="score")),
+    }
+
+
+JOB_ARGS = {"encode": ["--data", "videos"], "cluster": [], "prepare": ["--data", "videos"],
+            "score": ["--data", "videos"], "pipeline": []}
+
+
+@pytest.mark.parametrize("job", sorted(JOB_ARGS))
+def test_a_job_in_which_nothing_succeeded_exits_1(job, tmp_path, monkeypatch, capsys):
+    import importlib
+
+    from deepfake_lib import runtime
+
+    module = importlib.import_module(f"jobs.{job}")
+    stage, summary = _did_nothing(str(tmp_path))[job]
+    monkeypatch.setattr(runtime, "init_ray", lambda address=None: None)
+    monkeypatch.setattr(module, stage, lambda config: summary)
+    assert module.main(JOB_ARGS[job] + ["--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().out.strip() == summary.text()  # the summary says what failed
+
+
+def test_one_video_scored_is_success():
+    from deepfake_lib.scoring import ScoreSummary
+
+    assert ScoreSummary("run", videos=3, statuses={"partial": 1, "error": 2}).succeeded
+    assert not ScoreSummary("run", videos=3, statuses={"timeout": 1, "error": 2}).succeeded
+
+
+def test_the_pipeline_stops_after_a_stage_that_did_nothing(tmp_path, monkeypatch):
+    from deepfake_lib import pipeline
+    from deepfake_lib.clustering import ClusterSummary
+    from deepfake_lib.encode import EncodeSummary
+
+    out = str(tmp_path / "run")
+    def stage(summary):
+        return lambda run, overwrite: (None, None), lambda config: summary()
+
+    stages = [("encode", *stage(lambda: EncodeSummary(out, videos=2, encoded=2, faces=2))),
+              ("cluster", *stage(lambda: ClusterSummary(out, faces=2, noise=2, reals=2))),
+              ("prepare", *stage(lambda: pytest.fail("prepare ran on an empty subset")))]
+    monkeypatch.setattr(pipeline, "_stages", lambda config, data: stages)
+    messages = []
+    summary = pipeline.run_pipeline(pipeline.PipelineConfig(out=out, data=("videos",)),
+                                    log=messages.append)
+    assert not summary.succeeded and summary.stopped_after == "cluster"
+    assert "stopped after cluster" in summary.text()
+    assert stages[1][2](None).text() in messages
+
+
+@pytest.mark.parametrize("overwrite,again", [(False, "rerun the same command:"),
+                                             (True, "rerun the same command without "
+                                                    "--overwrite:")])
+def test_ctrl_c_says_where_the_run_stands_and_how_to_resume(overwrite, again, tmp_path, capsys):
+    from deepfake_lib.encode import EncodeConfig
+    from deepfake_lib.runtime import run_job
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    config = EncodeConfig(data=("videos",), out=str(tmp_path / "run"), overwrite=overwrite)
+    assert run_job("encode", interrupted, config, use_ray=False) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"what was finished is in {tmp_path / 'run'}" in err and again in err
+
+
+@pytest.mark.parametrize("job", ["encode", "cluster", "score"])
+def test_a_run_directory_that_cannot_be_written_is_one_line_before_ray_starts(
+        job, tmp_path, monkeypatch, capsys):
+    import importlib
+
+    from deepfake_lib import runtime
+
+    (tmp_path / "a_file").write_text("in the way")
+    monkeypatch.setattr(runtime, "init_ray",
+                        lambda address=None: pytest.fail("Ray started for a run it cannot write"))
+    out = str(tmp_path / "a_file" / "run")
+    assert importlib.import_module(f"jobs.{job}").main(JOB_ARGS[job] + ["--out", out]) == 1
+    err = capsys.readouterr().err
+    assert err == f"{job}: cannot write to the run directory {out}: " + err.split(": ", 2)[2]
+    assert err.count("\n") == 1 and "Not a directory" in err
+
+
+def test_a_bucket_that_does_not_exist_is_one_line(s3_endpoint, capsys):
+    from jobs.cluster import main
+
+    assert main(["--out", "s3://no-such-bucket/run1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cluster: cannot write to the run directory s3://no-such-bucket/run1: ")
+    assert err.count("\n") == 1

@@ -1,6 +1,7 @@
 import csv
 import dataclasses
 import json
+import re
 import shutil
 import threading
 
@@ -105,7 +106,7 @@ def test_a_stuck_video_times_out_and_the_others_score(tiny_model, shared_data, t
 
 @pytest.mark.ray
 def test_an_answer_cut_short_by_the_budget_is_partial_not_a_timeout(tiny_model, shared_data):
-    config = ScoreConfig(data=(), out="", frames=32, budget_s=0.0)
+    config = ScoreConfig(data=(), out="unused", frames=32, budget_s=1e-9)
     model = load_model(str(tiny_model), device="cpu")
     row = score_video(str(shared_data / "videos" / "ffpp" / "004.mp4"),
                       faces.get_face_detector(model.config.face_detector, "cpu"), model, config,
@@ -175,11 +176,11 @@ def test_the_user_config_holds_no_test_hooks():
     assert not names & {f.name for f in dataclasses.fields(Faults)}
 
 
-def test_the_fallback_is_one_half_unless_asked_and_must_be_a_probability(tmp_path):
-    assert ScoreConfig(data=(), out="").fallback == 0.5  # not the share of fakes in training
+def test_the_fallback_is_one_half_unless_asked_and_must_be_a_probability():
+    assert ScoreConfig(data=(), out="run").fallback == 0.5  # not the share of fakes in training
     for fallback in (-0.1, 1.5):
-        with pytest.raises(ValueError, match="not a probability"):
-            run_score(ScoreConfig(data=(), out=str(tmp_path / "run"), fallback=fallback))
+        with pytest.raises(ValueError, match=r"--fallback .*: must be in \[0, 1\]"):
+            ScoreConfig(data=(), out="run", fallback=fallback)
 
 
 @pytest.mark.ray
@@ -254,7 +255,7 @@ def test_score_cuts_faces_as_the_saved_model_was_trained_on_them(tiny_model, sha
 
     saved = ModelConfig.from_json((tiny_model / "config.json").read_text())
     path = str(shared_data / "videos" / "ffpp" / "004.mp4")
-    config = ScoreConfig(data=(), out="", frames=4)
+    config = ScoreConfig(data=(), out="unused", frames=4)
     detector = faces.get_face_detector(saved.face_detector, "cpu")
     seen = {}
     for margin in (0.0, 0.5):
@@ -269,3 +270,67 @@ def test_score_cuts_faces_as_the_saved_model_was_trained_on_them(tiny_model, sha
         return np.mean([np.abs(x.astype(int) - y).mean() for x, y in zip(a, b)])
     middle = [cv2.resize(c[12:36, 12:36], (48, 48)) for c in seen[0.5]]
     assert gap(middle, seen[0.0]) < 0.5 * gap(seen[0.5], seen[0.0])
+
+
+@pytest.fixture(scope="module")
+def tiny_weights() -> bytes:
+    """model.pt of an untrained tiny network (ResNet-18 U-Net), as the train stage saves it."""
+    import io
+
+    import torch
+
+    from deepfake_lib.model import ModelConfig, build_model
+
+    buf = io.BytesIO()
+    torch.save(build_model(ModelConfig(**TINY), pretrained=False).state_dict(), buf)
+    return buf.getvalue()
+
+
+TINY = {"encoder": "resnet18", "encoder_weights": "none", "image_size": 64}
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("missing", r"\(model.pt missing\): run jobs/train.py first"),
+    ("empty", r"model.pt cannot be read as PyTorch weights \(damaged or cut short: EOFError\)"),
+    ("random", r"model.pt cannot be read as PyTorch weights \(damaged or cut short: \w+\)"),
+    ("cut", r"model.pt cannot be read as PyTorch weights \(damaged or cut short: \w+\)"),
+    ("other", r"model.pt does not hold the weights of a Unet with encoder resnet34, as "
+              r"config.json says: Error\(s\) in loading state_dict for Unet: Missing key"),
+])
+def test_a_missing_or_damaged_model_is_one_line_before_any_actor_starts(
+        damage, message, tiny_weights, tmp_path, monkeypatch, capsys):
+    import os
+
+    from deepfake_lib import runtime
+    from deepfake_lib.model import ModelConfig
+    from jobs.score import main
+
+    model = tmp_path / "model"
+    model.mkdir()
+    config = ModelConfig(**TINY)
+    if damage == "other":  # weights of another encoder
+        config = ModelConfig(**{**TINY, "encoder": "resnet34"})
+    (model / "config.json").write_text(config.to_json())
+    weights = {"missing": None, "empty": b"", "random": os.urandom(4096),
+               "cut": tiny_weights[: len(tiny_weights) // 2], "other": tiny_weights}[damage]
+    if weights is not None:
+        (model / "model.pt").write_bytes(weights)
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "a.mp4").write_bytes(b"not looked at")
+    monkeypatch.setattr(runtime, "init_ray", lambda address=None: None)
+    monkeypatch.setattr(runtime, "check_resources",
+                        lambda *a, **k: pytest.fail("actors were about to start"))
+    code = main(["--data", str(tmp_path / "videos"), "--out", str(tmp_path / "run"),
+                 "--model", str(model)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert re.search(message, err) and err.startswith("score: "), err
+
+
+def test_a_whole_model_loads(tiny_weights, tmp_path):
+    from deepfake_lib.model import ModelConfig
+
+    (tmp_path / "config.json").write_text(ModelConfig(**TINY).to_json())
+    (tmp_path / "model.pt").write_bytes(tiny_weights)
+    model = load_model(str(tmp_path), device="cpu")
+    assert model.predict([np.zeros((80, 80, 3), np.uint8)]).shape == (1,)

@@ -71,3 +71,27 @@ def test_local_copy_of_s3_object(s3_endpoint):
         assert path.endswith(".mp4")
         assert open(path, "rb").read() == b"video bytes"
     assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("where", ["a_file", "a_file/run", "/sys/deepfake_lib_run"])
+def test_a_run_directory_that_cannot_be_written_is_a_clear_error(where, tmp_path):
+    """A regular file in the way, or a file system that refuses writes even to root (sysfs)."""
+    (tmp_path / "a_file").write_text("in the way")
+    location = str(tmp_path / where)
+    with pytest.raises(OSError, match=f"^cannot write to the run directory {location}: "):
+        RunDir(location).check_writable()
+
+
+def test_a_bucket_that_does_not_exist_is_a_clear_error(s3_endpoint):
+    with pytest.raises(OSError, match="^cannot write to the run directory s3://no-such-bucket/"
+                                      "run1: .*no-such-bucket"):
+        RunDir("s3://no-such-bucket/run1").check_writable()
+
+
+@pytest.mark.parametrize("location", ["local", "s3://runs/probed"])
+def test_the_write_probe_leaves_nothing_behind(location, tmp_path, request):
+    if location.startswith("s3://"):
+        request.getfixturevalue("s3_endpoint")
+    run = RunDir(str(tmp_path / location) if location == "local" else location)
+    run.check_writable()
+    assert run.list("") == []

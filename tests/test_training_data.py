@@ -1,16 +1,22 @@
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from deepfake_lib import faces, metrics, training_data
+from deepfake_lib import faces, figures, metrics, training_data
 from deepfake_lib.sample import builtin_photos
 from deepfake_lib.storage import RunDir
 from deepfake_lib.training_data import BLEND, PAIR, REAL, Crops
 
 
+def _items(windows):
+    return np.concatenate([w for mine in windows for w in mine])
+
+
 def test_epoch_plan_pairs_every_real_with_a_pseudo_fake_and_balances_the_pairs():
     kinds = np.array(["real"] * 10 + ["photo"] * 6 + ["pair"] * 30, dtype=object)
-    whole = training_data.epoch_items(kinds, epoch=3, seed=0, rank=0, world=1)
+    blocks = np.arange(46) // 8  # row groups of 8 crops
+    whole = _items(training_data.epoch_windows(kinds, blocks, epoch=3, seed=0, world=1))
     modes = whole[:, 1]
     reals = np.flatnonzero(kinds != "pair")
     # each real face is there as itself and, right after it, as a pseudo-fake
@@ -21,9 +27,56 @@ def test_epoch_plan_pairs_every_real_with_a_pseudo_fake_and_balances_the_pairs()
     assert sorted(whole[modes == PAIR, 0].tolist()) == list(range(16, 46))
     labels = (modes != REAL).astype(int)
     assert labels.sum() * 2 == len(labels)
-    ranks = [training_data.epoch_items(kinds, 3, 0, r, 3) for r in range(3)]
-    assert len({len(r) for r in ranks}) == 1 and len(ranks[0]) % 2 == 0
-    assert not np.array_equal(whole, training_data.epoch_items(kinds, 4, 0, 0, 1))
+    again = _items(training_data.epoch_windows(kinds, blocks, epoch=4, seed=0, world=1))
+    assert not np.array_equal(whole, again)
+
+
+def test_each_rank_takes_whole_row_groups_of_its_own():
+    rng = np.random.default_rng(0)
+    kinds = rng.choice(np.array(["real", "pair", "photo"], dtype=object), 5000)
+    blocks = np.arange(5000) // 64
+    windows = training_data.epoch_windows(kinds, blocks, epoch=0, seed=0, world=3)
+    read = [{int(b) for w in mine for b in blocks[w[:, 0]]} for mine in windows]
+    assert all(read) and sum(map(len, read)) == len(set().union(*read)) == blocks.max() + 1
+    for mine in windows:  # a window is a few whole row groups, its items among them
+        for w in mine:
+            assert len(w) and set(blocks[w[:, 0]]) == set(blocks[np.isin(blocks,
+                                                                        blocks[w[:, 0]])])
+    steps = training_data.steps_per_epoch(windows, 16)
+    assert all(sum(-(-len(w) // 16) for w in mine) >= steps for mine in windows)
+    assert steps * 16 * 3 > 0.9 * len(_items(windows))  # equal steps drop little
+    # fewer row groups than ranks: both ranks still train, on shares of the one window
+    few = training_data.epoch_windows(kinds[:40], np.zeros(40, int), 0, 0, world=2)
+    assert [len(mine) for mine in few] == [1, 1] and training_data.steps_per_epoch(few, 4) > 0
+
+
+def test_an_epoch_reads_each_row_group_once(tmp_path, monkeypatch):
+    run = RunDir(str(tmp_path / "run"))
+    tile = figures.png_bytes(np.zeros((8, 8, 3), np.uint8))
+    for f in range(3):
+        n = 150
+        rows = [{"sample_id": f"{f}:{i}", "video_id": f"v{f}", "original_id": f"v{f}",
+                 "label": i % 2, "split": "train", "kind": "pair" if i % 2 else "real",
+                 "cluster": 0, "image": tile, "mask": tile, "face_box": [0, 8, 8, 0],
+                 "landmarks": []} for i in range(n)]
+        run.write_parquet(f"crops/{f}.parquet", pa.Table.from_pylist(rows), row_group_size=20)
+    index = training_data.crop_index(run)
+    assert index.column("block").to_numpy().max() == 3 * 8 - 1  # 8 row groups per file
+    reads = []
+    read_row_groups = pq.ParquetFile.read_row_groups
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", lambda self, groups, **kw: (
+        reads.extend(groups) or read_row_groups(self, groups, **kw)))
+    kinds = np.asarray(index.column("kind").to_pylist(), dtype=object)
+    windows = training_data.epoch_windows(kinds, index.column("block").to_numpy(), 0, 0, 2)
+    sample_ids = []
+    for mine in windows:
+        for w in mine:
+            positions = np.unique(w[:, 0])
+            crops = training_data.load_crops(run, index, positions)
+            assert crops.images.shape == (len(positions), 8, 8, 3)
+            sample_ids += [index.column("sample_id")[int(p)].as_py() for p in positions]
+    assert len(reads) == 24  # each of the 24 row groups once, over both ranks
+    assert sorted(sample_ids) == sorted(index.column("sample_id").to_pylist())
 
 
 @pytest.fixture(scope="module")
