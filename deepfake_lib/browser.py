@@ -88,6 +88,7 @@ def screenshot(page: str | Path, png: str | Path, browser: str, width: int = 120
     png = Path(png).resolve()
     png.parent.mkdir(parents=True, exist_ok=True)
     _chromium(browser, f"--window-size={width},{height}", "--virtual-time-budget=10000",
+              "--run-all-compositor-stages-before-draw",
               f"--screenshot={png}", Path(page).resolve().as_uri())
     image = cv2.imread(str(png), cv2.IMREAD_COLOR)
     if image is None:
