@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from deepfake_lib import records, storage
 from deepfake_lib.checks import at_least, location, validate
+from deepfake_lib.report import try_write_report
 from deepfake_lib.storage import RunDir
 
 
@@ -174,6 +175,7 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
         summary = stage(stage_config)
         log(summary.text())
         log(f"pipeline: {name} took {time.monotonic() - start:.1f} s")
+        try_write_report(config.out)
         if not summary.succeeded:
             return PipelineSummary(run.location, time.monotonic() - began, stopped_after=name)
     if run.exists("leaderboard.json"):

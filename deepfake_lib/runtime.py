@@ -173,7 +173,9 @@ def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | 
     written, join or start Ray (unless the stage runs in this process, ``use_ray=False``), run
     one stage, print its summary. Returns the exit code: 1 when the stage could do nothing (a
     clear error, storage errors included, printed as one line without a traceback, or a
-    summary that says nothing succeeded), 130 when interrupted (Ctrl-C), else 0."""
+    summary that says nothing succeeded), 130 when interrupted (Ctrl-C), else 0. A stage that
+    finished rewrites the report of its run directory (:mod:`deepfake_lib.report`) and prints
+    where it is."""
     run = RunDir(config.out)
     try:
         run.check_writable()
@@ -189,6 +191,10 @@ def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | 
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
     print(summary.text())
+    from deepfake_lib.report import try_write_report  # noqa: PLC0415 - only once a stage is done
+
+    if (report := try_write_report(config.out)) is not None:
+        print(f"report: {report}")
     return 0 if summary.succeeded else 1
 
 

@@ -6,6 +6,7 @@ actors that never start.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -94,6 +95,23 @@ class ScorerPool:
                                               "worker killed and replaced; fallback used",
                                               time.monotonic() - started)))
         return out
+
+    def run(self, videos: list[dict]) -> Iterator[tuple[dict, dict]]:
+        """Score ``videos`` (rows with ``video_id`` and ``path``): yield ``(video row, score
+        row)`` for each as it finishes, then kill every actor (also when the caller stops)."""
+        queue = iter(videos)
+        remaining = len(videos)
+        try:
+            while remaining:
+                while self.idle and self.retry:
+                    self.submit(self.retry.pop(), tries=1)
+                while self.idle and (video := next(queue, None)) is not None:
+                    self.submit(video)
+                for done in self.collect():
+                    remaining -= 1
+                    yield done
+        finally:
+            self.close()
 
     def _check_start(self) -> None:
         """Raise RuntimeError (after killing every actor) when the pool cannot work: no actor

@@ -161,14 +161,16 @@ def coarse_to_fine(n: int) -> list[int]:
 
 
 def score_video(path: str, face_detector: faces.FaceDetector, model, config: ScoreConfig,
-                fallback: float) -> dict:
+                fallback: float, keep: dict | None = None) -> dict:
     """Score one video within ``config.budget_s``; never raises (failures are statuses).
     ``model`` (a :class:`deepfake_lib.model.TrainedModel`) gets faces cut as it was trained on
     them: at its ``config``'s crop margin and input size (``face_detector`` should be the
     detector its config names).
 
     Besides the :data:`SCORE_SCHEMA` fields, the row holds ``track_probs`` (the per-track
-    frame probabilities that were aggregated), which is not written out."""
+    frame probabilities that were aggregated), which is not written out. A ``keep`` dict
+    receives what a picture of the video needs: ``frames`` (the classified frames, by index)
+    and ``tracks``."""
     start = time.perf_counter()
     deadline = start + config.budget_s
     seen = model.config
@@ -209,6 +211,8 @@ def score_video(path: str, face_detector: faces.FaceDetector, model, config: Sco
         row["n_frames"] = classified
         row["n_faces"] = sum(len(v) for v in track_probs.values())
         row["track_probs"] = track_probs
+        if keep is not None:
+            keep.update(frames={i: decoded[i] for i in order[:classified]}, tracks=tracks)
         if not track_probs:
             row.update(status="no_face", message="no face tracked in the video")
         else:

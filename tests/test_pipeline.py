@@ -44,6 +44,8 @@ def test_whole_pipeline_with_data_and_run_directory_on_s3(ray_session, sample_di
     board = json.loads(run.read_bytes("leaderboard.json"))
     assert board["data"] == "validation" and board["count"] == len(held_out) < 16
     assert board["statuses"] == {"ok": len(held_out)}
+    page = run.read_bytes("report.html").decode()  # rewritten after each stage, on S3 too
+    assert page.count("<td class='done'>done</td>") == 5 and "roc_calibration.png" in page
 
     before = {name: run.read_bytes(name) for name in
               ("encode.json", "cluster.json", "train.json", "score.json", "model/model.pt")}

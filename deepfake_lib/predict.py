@@ -1,0 +1,324 @@
+"""Predict: any videos (files, or folders of them, local or ``s3://``; no data layout needed)
+scored as the score stage scores them, with a picture of where each was altered.
+
+Each video goes through :func:`deepfake_lib.scoring.score_video` on a pool of Ray actors
+(:class:`deepfake_lib.score_pool.ScorerPool`) that load the model (:func:`load_model`) and
+its face detector once: the same budget, frames, aggregation, fallback and statuses as the
+score stage. The actor then draws the video's picture (:func:`picture`): a strip of up to
+``strip`` of the classified frames, each face's box coloured by its probability (green real,
+red fake) and the detector's mask of altered pixels (the U-Net decoder's output, which
+scoring skips) as a heat overlay, the face crops enlarged below, titled with the video's
+probability. Writes::
+
+    OUT/predictions.csv     path, prob, status, message, seconds, n_faces, n_tracks,
+                            n_frames, picture: one row per video, in the order given
+    OUT/<file name>.png     the picture of each video with frames (not of an error)
+
+A path that is missing, a folder without videos, a file whose name is not a video's or
+image's, or a file that cannot be read as one is a row with status ``error`` and a message
+that begins with its kind (``missing``, ``no_video``, ``not_video``, ``empty``,
+``truncated``, ``corrupt``, ...), never a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import posixpath
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import pyarrow.fs as pafs
+
+from deepfake_lib import faces, storage, video
+from deepfake_lib.checks import at_least, location, validate
+from deepfake_lib.dataset import build_manifest, media_kind
+from deepfake_lib.figures import png_bytes
+from deepfake_lib.progress import format_seconds
+from deepfake_lib.score_pool import ScorerPool, default_actors
+from deepfake_lib.scoring import ScoreConfig, VideoScorer, score_video
+from deepfake_lib.storage import RunDir
+from deepfake_lib.tracks import FaceTracks, link
+
+COLUMNS = ("path", "prob", "status", "message", "seconds", "n_faces", "n_tracks", "n_frames",
+           "picture")
+SCORED = ("ok", "partial")  # statuses whose probability comes from the model
+FRAME_PX = 200              # height of a frame in a picture
+FACE_PX = 160               # side of an enlarged face crop below it
+TITLE_PX = 56
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    paths: tuple[str, ...] = field(metadata=location(many=True))
+    model: str = field(metadata=location())
+    out: str = field(default="predictions", metadata=location())
+    # classified frames shown in each picture
+    strip: int = field(default=6, metadata=at_least(1))
+    # budget, frames, aggregation, fallback, actors, ... (default: the score stage's)
+    score: ScoreConfig | None = None
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass
+class PredictSummary:
+    out: str
+    videos: int = 0
+    scored: int = 0                   # videos with status ok or partial
+    statuses: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        """Some video was scored by the model (not only given the fallback)."""
+        return self.scored > 0
+
+    def text(self) -> str:
+        statuses = ", ".join(f"{n} {k}" for k, n in sorted(self.statuses.items()))
+        return (f"predict: {self.videos} videos ({statuses}) in {format_seconds(self.seconds)}; "
+                f"predictions in {storage.join(self.out, 'predictions.csv')}, pictures beside it")
+
+
+def find_videos(paths: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """``(path, problem)`` for every video named by ``paths`` (files, or folders searched
+    recursively), in order; ``problem`` is empty, or the message of an error row."""
+    found: list[tuple[str, str]] = []
+    for path in paths:
+        fs, where = storage.resolve(path)
+        try:
+            kind = fs.get_file_info(where).type
+        except OSError as exc:
+            found.append((path, f"unreadable: {exc}"))
+            continue
+        if kind == pafs.FileType.NotFound:
+            found.append((path, "missing: no such file or folder"))
+        elif kind == pafs.FileType.Directory:
+            rows = build_manifest(path).table.to_pylist()
+            found += [(r["path"], "" if r["exists"] else "missing: the file is not there")
+                      for r in rows]
+            if not rows:
+                found.append((path, "no_video: no video or image file in this folder"))
+        elif media_kind(path) is None:
+            ext = posixpath.splitext(path)[1] or "no extension"
+            found.append((path, f"not_video: {ext} is not the name of a video or image file"))
+        else:
+            found.append((path, ""))
+    return found
+
+
+def picture_names(paths: list[str]) -> list[str]:
+    """A PNG file name per path, from its file name, made unique with ``-2``, ``-3``, ..."""
+    names, seen = [], Counter()
+    for path in paths:
+        base = posixpath.basename(path.rstrip("/")) or "video"
+        seen[base] += 1
+        names.append(f"{base}.png" if seen[base] == 1 else f"{base}-{seen[base]}.png")
+    return names
+
+
+def strip_frames(frames: list[int], count: int) -> list[int]:
+    """Up to ``count`` of ``frames`` (sorted), spread evenly from the first to the last."""
+    frames = sorted(frames)
+    if len(frames) <= count:
+        return frames
+    return [frames[int(round(i))] for i in np.linspace(0, len(frames) - 1, count)]
+
+
+def _heat(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``image`` (RGB) with ``mask`` (same size, [0, 1]) over it as heat: transparent where
+    0, red-hot where 1."""
+    heat = cv2.cvtColor(cv2.applyColorMap((mask * 255).astype(np.uint8), cv2.COLORMAP_JET),
+                        cv2.COLOR_BGR2RGB)
+    alpha = 0.65 * mask[..., None]
+    return (image * (1 - alpha) + heat * alpha).astype(np.uint8)
+
+
+def _colour(prob: float) -> tuple[int, int, int]:
+    """Green for real (0), red for fake (1)."""
+    return int(255 * prob), int(200 * (1 - prob)), 0
+
+
+def _tile(frame: np.ndarray, index: int, faces_found: list[tuple], max_faces: int) -> np.ndarray:
+    """One frame of the strip, ``FRAME_PX`` high, with its faces (``(region, box, crop,
+    prob, mask)``: heat over the region, a box coloured by the probability) and the crops
+    enlarged below."""
+    shown = frame.copy()
+    for (top, right, bottom, left), _, _, _, mask in faces_found:
+        mask = cv2.resize(mask, (right - left, bottom - top))
+        shown[top:bottom, left:right] = _heat(shown[top:bottom, left:right], mask)
+    scale = FRAME_PX / frame.shape[0]
+    frame_px = max(1, int(round(frame.shape[1] * scale)))
+    width = max(FACE_PX, frame_px)
+    tile = np.full((FRAME_PX + FACE_PX + 4, width, 3), 255, np.uint8)
+    tile[:FRAME_PX, :frame_px] = cv2.resize(shown, (frame_px, FRAME_PX),
+                                            interpolation=cv2.INTER_AREA)
+    cv2.putText(tile, f"frame {index}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255),
+                1, cv2.LINE_AA)
+    side = min(FACE_PX, width // max(1, max_faces))
+    for k, (_, box, crop, prob, mask) in enumerate(faces_found):
+        top, right, bottom, left = (int(round(v * scale)) for v in box)
+        cv2.rectangle(tile, (left, top), (right, bottom), _colour(prob), 2)
+        cv2.putText(tile, f"{prob:.2f}", (left, max(10, top - 3)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.45, _colour(prob), 1, cv2.LINE_AA)
+        face = cv2.resize(_heat(crop, mask), (side, side), interpolation=cv2.INTER_AREA)
+        tile[FRAME_PX + 4:FRAME_PX + 4 + side, k * side:(k + 1) * side] = face
+    return tile
+
+
+def picture(frames: dict[int, np.ndarray], tracks: FaceTracks, model, title: str,
+            strip: int = 6, max_tracks: int = 4) -> bytes:
+    """The PNG of a video: up to ``strip`` of ``frames`` (classified frames by index, as
+    :func:`score_video` keeps them) side by side under ``title``, each with the faces of
+    ``tracks`` there (the ``max_tracks`` largest, as scoring takes them) and the model's
+    (:meth:`deepfake_lib.model.TrainedModel.predict_with_masks`) probability and mask of
+    altered pixels of each."""
+    seen = model.config
+    chosen = strip_frames(list(frames), strip)
+    found: dict[int, list[tuple]] = {}
+    crops = []
+    for index in chosen:
+        frame = frames[index]
+        present = sorted(tracks.boxes_at(index), key=lambda tb: tb[1][0] - tb[1][2])
+        for _, box in present[:max_tracks]:
+            crop, _ = faces.crop_face_with_box(frame, box, seen.crop_margin, seen.image_size)
+            region = faces.expand_box(faces.clip_box(box, *frame.shape[:2]), seen.crop_margin,
+                                      *frame.shape[:2])
+            found.setdefault(index, []).append((region, box, crop))
+            crops.append(crop)
+    probs, masks = model.predict_with_masks(crops)
+    at = 0
+    for index in chosen:
+        faces_here = found.get(index, [])
+        found[index] = [(*f, float(probs[at + k]), masks[at + k]) for k, f in enumerate(faces_here)]
+        at += len(faces_here)
+    most = max([len(v) for v in found.values()] + [1])
+    tiles = [_tile(frames[i], i, found[i], most) for i in chosen]
+    gap = np.full((tiles[0].shape[0], 6, 3), 255, np.uint8) if tiles else None
+    body = np.concatenate([part for t in tiles for part in (t, gap)][:-1], axis=1) if tiles \
+        else np.full((FRAME_PX, 400, 3), 255, np.uint8)
+    head = np.full((TITLE_PX, body.shape[1], 3), 255, np.uint8)
+    cv2.putText(head, title, (6, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
+    cv2.putText(head, "box: face probability (green real, red fake); heat: the detector's mask "
+                "of altered pixels", (6, 46), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (80, 80, 80), 1,
+                cv2.LINE_AA)
+    return png_bytes(np.concatenate([head, body]))
+
+
+def sample_frames(path: str, detector: faces.FaceDetector, count: int
+                  ) -> tuple[dict[int, np.ndarray], FaceTracks]:
+    """``count`` frames spread over the local video ``path`` and the faces found on each (one
+    detection a frame, no boxes between): what :func:`picture` needs, for a fraction of what
+    scoring costs. Raises :class:`deepfake_lib.video.VideoError`."""
+    info = video.probe(path)
+    chosen = strip_frames(list(range(info.frame_count)), count)
+    frames = video.read_frames(path, chosen)
+    found = link({i: detector.detect(frame) for i, frame in frames.items()})
+    return frames, FaceTracks(found, info.frame_count, info.height, info.width, interval=1)
+
+
+def title_of(name: str, prob: float, status: str) -> str:
+    return f"{name}: P(fake) {prob:.2f} ({status})"
+
+
+def predict_video(path: str, detector: faces.FaceDetector, model, config: ScoreConfig,
+                  fallback: float, strip: int = 6) -> dict:
+    """:func:`score_video`'s row, with ``picture`` (PNG bytes, or None when no frame was
+    read) and ``picture_s``; ``seconds`` counts both. Never raises."""
+    start = time.perf_counter()
+    kept: dict = {}
+    row = score_video(path, detector, model, config, fallback, keep=kept)
+    row.pop("track_probs", None)
+    row["picture"] = None
+    t = time.perf_counter()
+    if kept:
+        try:
+            row["picture"] = picture(kept["frames"], kept["tracks"], model,
+                                     title_of(posixpath.basename(path), row["prob"],
+                                              row["status"]), strip, config.max_tracks)
+        except Exception as exc:  # noqa: BLE001 - the prediction stands without its picture
+            row["message"] = (row["message"] + "; " if row["message"] else "") + \
+                f"no picture: {type(exc).__name__}: {exc}"
+    row["picture_s"] = time.perf_counter() - t
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+class Predictor(VideoScorer):
+    """A scoring actor that also draws each video's picture."""
+
+    def __init__(self, model_dir: str, config: ScoreConfig, fallback: float, strip: int):
+        super().__init__(model_dir, config, fallback)
+        self.strip = strip
+
+    def score(self, video_id: str, path: str) -> dict:
+        return {"video_id": video_id, **predict_video(path, self.faces, self.model, self.config,
+                                                      self.fallback, self.strip)}
+
+
+def line(row: dict) -> str:
+    """One video, for people: probability, status, seconds, path (and why, when not ok)."""
+    text = f"{row['prob']:.3f}  {row['status']:<8} {row['seconds']:6.2f} s  {row['path']}"
+    return text + (f"  ({row['message']})" if row["message"] else "")
+
+
+def predictions_csv(rows: list[dict]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", quoting=csv.QUOTE_MINIMAL,
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "prob": f"{row['prob']:.6f}", "seconds": f"{row['seconds']:.3f}"})
+    return buf.getvalue().encode()
+
+
+def run_predict(config: PredictConfig, log: Callable[[str], None] = print) -> PredictSummary:
+    """Predict every video named by ``config.paths``; log one line per video as it is done;
+    write the pictures and ``predictions.csv`` into ``config.out``."""
+    from deepfake_lib.model import load_model  # noqa: PLC0415
+    from deepfake_lib.runtime import check_locations, check_resources, init_ray  # noqa: PLC0415
+
+    start = time.monotonic()
+    score = config.score or ScoreConfig(data=config.paths, out=config.out, model=config.model)
+    model_dir = config.model if storage.is_uri(config.model) else RunDir(config.model).location
+    # checked here, once: in the actors a model that cannot load only kills them, over and over
+    load_model(model_dir, device="cpu")
+    fallback = float(np.clip(score.fallback, score.clip, 1 - score.clip))
+    found = find_videos(config.paths)
+    names = picture_names([path for path, _ in found])
+    out = RunDir(config.out)
+    rows: dict[int, dict] = {}
+    for n, (path, problem) in enumerate(found):
+        if problem:
+            rows[n] = {"path": path, "prob": fallback, "status": "error", "message": problem,
+                       "seconds": 0.0, "n_faces": 0, "n_tracks": 0, "n_frames": 0, "picture": ""}
+            log(line(rows[n]))
+    todo = [{"video_id": str(n), "path": path} for n, (path, problem) in enumerate(found)
+            if not problem]
+    if todo:
+        init_ray()
+        # the actors read the model and the videos; the driver writes every output
+        check_locations([model_dir, *(v["path"] for v in todo)], score.shared_fs)
+        size = min(score.actors or default_actors(score), len(todo))
+        check_resources("predict actors (--actors, --cpus-per-actor, --gpus-per-actor)",
+                        score.cpus_per_actor, score.gpus_per_actor, size)
+        pool = ScorerPool(Predictor, (model_dir, score, fallback, config.strip), size, score,
+                          fallback)
+        for video, scored in pool.run(todo):
+            n = int(video["video_id"])
+            image = scored.pop("picture", None)
+            if image:
+                out.write_bytes(names[n], image)
+            rows[n] = {**scored, "path": video["path"], "picture": names[n] if image else ""}
+            log(line(rows[n]))
+    ordered = [rows[n] for n in range(len(found))]
+    out.write_bytes("predictions.csv", predictions_csv(ordered))
+    statuses = Counter(r["status"] for r in ordered)
+    return PredictSummary(out=out.location, videos=len(ordered),
+                          scored=sum(statuses[s] for s in SCORED), statuses=dict(statuses),
+                          seconds=time.monotonic() - start)

@@ -1,0 +1,63 @@
+"""Predict: is each video fake, and where was it altered? Any video files or folders of them
+(local or s3://, no data layout needed), scored as the score stage scores them.
+
+    python jobs/predict.py PATH [PATH ...] --model MODEL_DIR [--out DIR] [--budget-s 8]
+
+Prints one line per video (probability, status, seconds); writes DIR/predictions.csv and a
+picture per video (DIR/<file name>.png: classified frames, each face's box and the
+detector's mask of altered pixels as heat). Exit 0 when at least one video was scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from deepfake_lib.checks import FlagParser
+from deepfake_lib.predict import PredictConfig, run_predict
+from deepfake_lib.runtime import run_job
+from deepfake_lib.scoring import AGGREGATIONS, ScoreConfig
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[PredictConfig, str | None]:
+    p = FlagParser((PredictConfig, ScoreConfig), description=__doc__,
+                   formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="video files or folders (or s3:// URIs)")
+    p.add_argument("--model", required=True, help="trained model folder (a run's RUN/model)")
+    p.add_argument("--out", default="predictions", help="where predictions.csv and the pictures go")
+    p.add_argument("--strip", type=int, default=6, help="classified frames shown per picture")
+    p.add_argument("--budget-s", type=float, default=8.0, help="seconds per video (Kaggle: 8)")
+    p.add_argument("--grace-s", type=float, default=4.0,
+                   help="after budget + grace a worker is replaced")
+    p.add_argument("--frames", type=int, default=32, help="frames classified per video")
+    p.add_argument("--aggregation", default="confident", choices=AGGREGATIONS)
+    p.add_argument("--fallback", type=float, default=0.5,
+                   help="probability (0 to 1, then clipped) for videos with no answer")
+    p.add_argument("--actors", type=int, default=None, help="default: what the cluster allows")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0)
+    p.add_argument("--gpus-per-actor", type=float, default=0.0)
+    p.add_argument("--shared-fs", action="store_true",
+                   help="local paths are on a file system every node mounts (without it a "
+                        "multi-node cluster needs s3:// videos and model)")
+    p.add_argument("--address", default=None,
+                   help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    a = p.parse_args(argv)
+    with p.checked():
+        score = ScoreConfig(data=tuple(a.paths), out=a.out, model=a.model, budget_s=a.budget_s,
+                            grace_s=a.grace_s, frames=a.frames, aggregation=a.aggregation,
+                            fallback=a.fallback, actors=a.actors,
+                            cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus_per_actor,
+                            shared_fs=a.shared_fs)
+        config = PredictConfig(paths=tuple(a.paths), model=a.model, out=a.out, strip=a.strip,
+                               score=score)
+    return config, a.address
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, address = parse_args(argv)
+    return run_job("predict", run_predict, config, address)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
