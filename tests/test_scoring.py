@@ -3,7 +3,6 @@ import dataclasses
 import json
 import re
 import shutil
-import threading
 
 import cv2
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 
 from deepfake_lib import faces, metrics
+from deepfake_lib.batches import call_within
 from deepfake_lib.faults import Faults
 from deepfake_lib.model import load_model
 from deepfake_lib.scoring import (SCORE_SCHEMA, STATUSES, ScoreConfig, aggregate, coarse_to_fine,
@@ -26,22 +26,10 @@ def _submission(out):
 def _within(seconds: float, call):
     """``call()``'s result or exception, or a test failure if it takes longer than
     ``seconds`` (it is left running in a daemon thread: a hang must not hang the tests)."""
-    outcome: dict = {}
-
-    def run():
-        try:
-            outcome["value"] = call()
-        except BaseException as exc:  # noqa: BLE001 - raised again in the test's thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
+    try:
+        return call_within(seconds, call)
+    except TimeoutError:
         pytest.fail(f"still waiting after {seconds:g} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 @pytest.mark.ray
