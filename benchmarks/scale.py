@@ -385,7 +385,7 @@ def manifest_and_plan(root: str) -> tuple[int, int]:
     from deepfake_lib.encode import EncodeConfig, plan_batches  # noqa: PLC0415
 
     manifest = build_manifest(root)
-    return manifest.table.num_rows, len(plan_batches(manifest.table, EncodeConfig((root,), "")))
+    return manifest.table.num_rows, len(plan_batches(manifest.table, EncodeConfig((root,), "unused")))
 
 
 def child_listing(root: str) -> None:
