@@ -106,6 +106,16 @@ def _attempts(name: str, address: str) -> list[dict]:
         time.sleep(1.0)
 
 
+def _running_on(address: str, node_id: str, name: str) -> bool:
+    """Whether the state API shows a task called ``name`` running on the node. Task events
+    reach it about a second late: a node removed before then takes its task's node with it."""
+    from ray.util.state import list_tasks
+
+    return any(t.node_id == node_id for t in list_tasks(
+        address=address, detail=True, filters=[("name", "=", name), ("state", "=", "RUNNING")],
+        raise_on_missing_output=False))
+
+
 def _losing_a_node(cluster, node, ready, stage, task_name: str) -> tuple[object, dict]:
     """Run ``stage()`` while ``node`` is removed once ``ready()``; its summary, and what
     happened for :func:`_assert_a_task_died_with_the_node`."""
@@ -148,7 +158,8 @@ def _encode_losing_a_node(data: str, out: str) -> dict:
 
     cluster, nodes = _cluster()
     summary, result = _losing_a_node(
-        cluster, nodes[0], lambda: _count(Path(out) / "encodings") >= 2,
+        cluster, nodes[0], lambda: _count(Path(out) / "encodings") >= 2
+        and _running_on(cluster.address, nodes[0].node_id, "encode_batch"),
         lambda: run_encode(EncodeConfig(data=(data,), out=out, all_videos=True, batch_size=1,
                                         shared_fs=True)),
         "encode_batch")
@@ -160,7 +171,8 @@ def _prepare_losing_a_node(data: str, out: str, reference: str) -> dict:
 
     cluster, nodes = _cluster()
     summary, result = _losing_a_node(
-        cluster, nodes[1], lambda: _count(Path(out) / "crops") >= 2,
+        cluster, nodes[1], lambda: _count(Path(out) / "crops") >= 2
+        and _running_on(cluster.address, nodes[1].node_id, "prepare_batch"),
         lambda: run_prepare(PrepareConfig(data=(data,), out=out, batch_size=1, every=12,
                                           shared_fs=True)),
         "prepare_batch")
