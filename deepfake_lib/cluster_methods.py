@@ -3,7 +3,7 @@
 Methods (``method=``), all on the 128-d face_recognition encodings:
 
 - ``auto`` (the default): ``tsne_dbscan``, or below 50 faces (where t-SNE says little)
-  HDBSCAN on the encodings themselves. Chosen on the one set of real labelled faces here,
+  HDBSCAN on the encodings themselves (DBSCAN when ``eps`` or ``min_samples`` is given). Chosen on the one set of real labelled faces here,
   the soccer photos (ARI 0.98, ``benchmarks/cluster.py``); on 21,000 and 120,000 encodings
   from :func:`synthetic_encodings` it scores ARI 0.997, but that generator is this module's
   own and no independent test of the choice.
@@ -56,6 +56,12 @@ class ClusterParams:
 
     def __post_init__(self) -> None:
         validate(self)
+        dbscan_only = [flag for flag, value in (("--eps", self.eps),
+                                                ("--min-samples", self.min_samples))
+                       if value is not None]
+        if dbscan_only and self.method in ("hdbscan", "tsne_hdbscan"):
+            raise ValueError(f"{' and '.join(dbscan_only)}: DBSCAN's, not used by "
+                             f"--method {self.method} (it takes --min-cluster-size)")
 
 
 @dataclass
@@ -166,8 +172,9 @@ def cluster_encodings(encodings: np.ndarray, params: ClusterParams = ClusterPara
     if n < MIN_FACES:
         raise ValueError(f"{n} face(s): at least {MIN_FACES} are needed to find people")
     method = params.method
-    if method == "auto":
-        method = "hdbscan" if n < SMALL_N else "tsne_dbscan"
+    if method == "auto":  # DBSCAN when its eps or min_samples was given
+        dbscan = params.eps is not None or params.min_samples is not None
+        method = "tsne_dbscan" if n >= SMALL_N else "dbscan" if dbscan else "hdbscan"
     # density grows with the data (more faces per person): 5 at DFDC's 20,000, 40 at 120,000
     mcs = params.min_cluster_size or max(int(np.clip(n // 20, 2, 5)), n // 3000)
     perplexity = params.perplexity or min(15.0, (n - 1) / 3)

@@ -21,7 +21,7 @@ def parse_args(argv: list[str] | None = None) -> ClusterConfig:
     p.add_argument("--out", required=True, help="run directory holding encodings/ (local or s3://)")
     p.add_argument("--method", default="auto", choices=METHODS,
                    help="auto: PCA 50, 2-D t-SNE, DBSCAN with eps from the data (under 50 faces: "
-                        "HDBSCAN); seed: the seed's fixed PCA 50, 3-D t-SNE (perplexity 50), "
+                        "HDBSCAN, or DBSCAN given --eps or --min-samples); seed: the seed's fixed PCA 50, 3-D t-SNE (perplexity 50), "
                         "DBSCAN(eps 1, min_samples 5)")
     p.add_argument("--pca-components", type=int, default=50)
     p.add_argument("--perplexity", type=float, default=None, help="t-SNE perplexity (default min(15, (n-1)/3))")

@@ -87,3 +87,17 @@ def test_too_few_faces_and_unknown_method_are_clear_errors():
         cluster_encodings(np.zeros((1, 128)))
     with pytest.raises(ValueError, match="unknown method"):
         cluster_encodings(np.zeros((10, 128)), ClusterParams(method="kmeans"))
+
+
+def test_eps_is_used_or_refused_never_ignored():
+    encodings, _ = synthetic_encodings(3, 4)  # 12 faces: auto would pick HDBSCAN
+    assert cluster_encodings(encodings).used["method"] == "hdbscan"
+    # a tiny eps makes every face noise: proof that it was used
+    tiny = cluster_encodings(encodings, ClusterParams(eps=1e-6))
+    assert tiny.used["method"] == "dbscan" and tiny.used["eps"] == 1e-6
+    assert tiny.n_clusters == 0
+    assert cluster_encodings(encodings, ClusterParams(min_samples=2)).used["min_samples"] == 2
+    with pytest.raises(ValueError, match="--eps: DBSCAN's, not used by --method hdbscan"):
+        ClusterParams(method="hdbscan", eps=0.5)
+    with pytest.raises(ValueError, match="--eps and --min-samples"):
+        ClusterParams(method="tsne_hdbscan", eps=0.5, min_samples=3)
