@@ -10,7 +10,9 @@ A folder without ``metadata.json`` is a set of unlabelled media (label null). Im
 (jpg, jpeg, png) are single-frame videos, so a folder of photos goes through the same stages.
 
 Keys of ``metadata.json`` are file names inside their part: a key with a path separator (``/``
-or ``\\``), an absolute path, ``.`` or ``..`` is a ``bad_name`` problem and is never opened.
+or ``\\``), an absolute path, ``.`` or ``..`` is a ``bad_name`` problem and is never opened;
+a key that is not a video or image by its extension (``metadata.json`` itself, ``notes.txt``)
+is a ``not_media`` problem and no row.
 
 Symbolic links are followed, to files and folders alike, also where they point outside the data
 (data folders are often assembled from links); a folder reached twice (two links to it, or a
@@ -23,7 +25,7 @@ thumbnails are not input photos. A data root inside the run directory is listed 
 writes its built-in sample there).
 
 Nothing here raises on bad data: every oddity (malformed JSON, duplicate keys, unknown labels,
-keys that are not file names, entries whose file is missing, broken links, files the metadata
+keys that are not file names or not media, entries whose file is missing, broken links, files the metadata
 does not list, duplicate video ids, folders or metadata that cannot be read, the run directory
 inside the data) becomes a row of :attr:`Manifest.problems` (``video_id`` empty for a folder's
 problem) and the manifest keeps every usable video.
@@ -285,6 +287,11 @@ def build_manifest(roots: list[str] | str, exclude: Sequence[str] = ()) -> Manif
                               "message": f"{where}: {msg}"} for vid, kind, msg in found]
             media = {name: info for name, info in children.items() if media_kind(name)}
             for name in sorted(set(entries) | set(media)):
+                if not media_kind(name):  # a key naming metadata.json itself, a .txt, ...
+                    problems.append({"part": part, "video_id": name, "kind": "not_media",
+                                     "message": f"metadata.json of {folder} lists {name}, "
+                                     "which is not a video or image by its extension; ignored"})
+                    continue
                 entry = entries.get(name)
                 if entry is None:
                     entry = {"label": None, "split": None, "original": None}

@@ -253,3 +253,19 @@ def test_prepare_does_not_take_its_run_directory_for_data(tmp_path, shared_data)
     shutil.copy(shared_data / "faces" / "soccer" / "00000001.jpg", out / "figures" / "pca.jpg")
     plan, errors = make_plan(RunDir(str(out)), PrepareConfig(data=(str(data),), out=str(out)))
     assert plan.column("video_id").to_pylist() == ["face.jpg"] and errors == []
+
+
+def test_metadata_keys_that_are_not_media_are_problems_not_videos(tmp_path, shared_data):
+    part = tmp_path / "part"
+    part.mkdir()
+    shutil.copy(shared_data / "videos" / "ffpp" / "004.mp4", part / "a.mp4")
+    (part / "notes.txt").write_text("not a video")
+    (part / "metadata.json").write_text(json.dumps({
+        "a.mp4": {"label": "REAL"}, "metadata.json": {"label": "REAL"},
+        "notes.txt": {"label": "FAKE"}}))
+    m = build_manifest(str(tmp_path))
+    assert m.table.column("video_id").to_pylist() == ["a.mp4"]
+    problems = m.problems.to_pylist()
+    assert [(p["video_id"], p["kind"]) for p in problems] == [
+        ("metadata.json", "not_media"), ("notes.txt", "not_media")]
+    assert all("not a video or image" in p["message"] for p in problems)
