@@ -3,9 +3,10 @@
 Methods (``method=``), all on the 128-d face_recognition encodings:
 
 - ``auto`` (the default): ``tsne_dbscan``, or below 50 faces (where t-SNE says little)
-  HDBSCAN on the encodings themselves (DBSCAN when ``eps`` or ``min_samples`` is given). Chosen on the one set of real labelled faces here,
-  the soccer photos (ARI 0.98, ``benchmarks/cluster.py``); on 21,000 and 120,000 encodings
-  from :func:`synthetic_encodings` it scores ARI 0.997, but that generator is this module's
+  HDBSCAN on the encodings themselves (DBSCAN when ``eps`` or ``min_samples`` is given).
+  Chosen on the one set of real labelled faces here, the soccer photos (ARI 0.98,
+  ``benchmarks/cluster.py``); on 21,000 and 120,000 encodings from
+  :func:`synthetic_encodings` it scores ARI 0.997, but that generator is this module's
   own and no independent test of the choice.
 - ``tsne_dbscan``: the seed's pipeline with eps from the data: PCA to 50 dimensions, a 2-D
   t-SNE (openTSNE, perplexity ``min(15, (n - 1) / 3)``, 125 + 250 iterations), then DBSCAN

@@ -201,7 +201,8 @@ def write_figures(run: RunDir, config: ClusterConfig, result: Clustering,
     for cluster, rows in sorted(members.items()):
         put(f"clusters/cluster_{cluster}.png",
             figures.png_bytes(figures.montage([thumbs[i] for i in rows])))
-    if manifest is not None and (grid := _frame_grid(manifest, seed=config.params.seed)) is not None:
+    grid = _frame_grid(manifest, seed=config.params.seed) if manifest is not None else None
+    if grid is not None:
         put("frames.png", figures.png_bytes(grid))
     return written
 

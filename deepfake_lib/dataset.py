@@ -25,10 +25,10 @@ thumbnails are not input photos. A data root inside the run directory is listed 
 writes its built-in sample there).
 
 Nothing here raises on bad data: every oddity (malformed JSON, duplicate keys, unknown labels,
-keys that are not file names or not media, entries whose file is missing, broken links, files the metadata
-does not list, duplicate video ids, folders or metadata that cannot be read, the run directory
-inside the data) becomes a row of :attr:`Manifest.problems` (``video_id`` empty for a folder's
-problem) and the manifest keeps every usable video.
+keys that are not file names or not media, entries whose file is missing, broken links, files
+the metadata does not list, duplicate video ids, folders or metadata that cannot be read, the
+run directory inside the data) becomes a row of :attr:`Manifest.problems` (``video_id`` empty
+for a folder's problem) and the manifest keeps every usable video.
 """
 
 from __future__ import annotations

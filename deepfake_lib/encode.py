@@ -257,7 +257,8 @@ def _summarise(run: RunDir, summary: EncodeSummary) -> EncodeSummary:
         summary.videos = props.num_rows
         summary.encoded = statuses.get("ok", 0)
     if run.list("errors"):
-        summary.errors = dict(Counter(run.read_parquet("errors", ["kind"]).column("kind").to_pylist()))
+        kinds = run.read_parquet("errors", ["kind"]).column("kind").to_pylist()
+        summary.errors = dict(Counter(kinds))
     if run.list("encodings"):
         summary.faces = run.read_parquet("encodings", ["video_id"]).num_rows
     return summary

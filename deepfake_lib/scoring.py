@@ -180,8 +180,8 @@ def score_video(path: str, face_detector: faces.FaceDetector, model, config: Sco
         with storage.local_copy(path) as local:
             info = video.probe(local)
             wanted = detect_frames(info, config.detect_every_s)
-            chosen = sorted({int(round(i)) for i in
-                             np.linspace(0, info.frame_count - 1, min(config.frames, info.frame_count))})
+            chosen = sorted({int(round(i)) for i in np.linspace(
+                0, info.frame_count - 1, min(config.frames, info.frame_count))})
             t = time.perf_counter()
             decoded = video.read_frames(local, set(wanted) | set(chosen))
             row["decode_s"] = time.perf_counter() - t

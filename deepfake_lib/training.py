@@ -162,8 +162,8 @@ def train_loop(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            model.load_state_dict(torch.load(os.path.join(d, "model.pt"), weights_only=True))
-            optimizer.load_state_dict(torch.load(os.path.join(d, "optimizer.pt"), weights_only=True))
+            for part, name in ((model, "model.pt"), (optimizer, "optimizer.pt")):
+                part.load_state_dict(torch.load(os.path.join(d, name), weights_only=True))
             history = json.load(open(os.path.join(d, "metrics.json")))
         start_epoch = history[-1]["epoch"] + 1
     model = ray.train.torch.prepare_model(model)

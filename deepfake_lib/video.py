@@ -192,7 +192,8 @@ def read_frames(path: str, indices: Iterable[int]) -> dict[int, np.ndarray]:
                 # where the seek really landed: short of the target in a file cut short
                 landed = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
                 if landed > index:
-                    raise VideoError(path, "corrupt", f"seeking to frame {index} overshot to {landed}")
+                    raise VideoError(path, "corrupt",
+                                     f"seeking to frame {index} overshot to {landed}")
                 position = landed
             while position <= index:
                 if not cap.grab():
