@@ -299,8 +299,8 @@ def labelled_folder(folder: str, size: int) -> ValidationSet:
     images, labels, names = [], [], []
     root = RunDir(folder)
     for label, sub in ((0, "real"), (1, "fake")):
-        names = [n for n in root.list(sub) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
-        for name in sorted(names):
+        files = [n for n in root.list(sub) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+        for name in sorted(files):
             image = faces.decode_image(root.read_bytes(f"{sub}/{name}"))
             shrink = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
             images.append(cv2.resize(image, (size, size), interpolation=shrink))

@@ -144,4 +144,7 @@ def test_validation_holds_real_faces_and_real_fakes_only(ffpp_crops, shared_data
     assert all((kinds[v] == "pair") == (y == 1) for v, y in zip(val.videos, val.labels))
     assert np.array_equal(val.labels, val.video_labels)
     assert folder.labels.tolist() == [0] * 34 + [1] * 33
+    assert [n.split("/")[0] for n in folder.videos] == ["real"] * 34 + ["fake"] * 33
+    assert sorted(folder.videos) == sorted(f"{p.parent.name}/{p.name}"
+                                           for p in dev.glob("*/*.jpg"))
     assert all(i.shape == (96, 96, 3) for i in val.images + folder.images)
