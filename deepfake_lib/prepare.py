@@ -85,7 +85,8 @@ PLAN_SCHEMA = pa.schema([
 ])
 
 FOLDERS = ("crops", "prepare_errors")
-# the unit training reads (about 5 MB of 256-px crops): an epoch reads each row group once
+# the unit training reads (about 5 MB of 256-px crops): an epoch reads each row group once,
+# and validation reads its own (each split is written in row groups of its own)
 CROPS_PER_ROW_GROUP = 64
 
 
@@ -330,7 +331,7 @@ def prepare_batch(name: str, units: pa.Table, run: RunDir, config: PrepareConfig
     node = batches.current_node()
     run.write_parquet(f"crops/{name}.parquet",
                       pa.Table.from_pylist([{**r, "node": node} for r in rows], CROP_SCHEMA),
-                      row_group_size=CROPS_PER_ROW_GROUP)
+                      row_group_size=CROPS_PER_ROW_GROUP, group_by="split")
     return {"units": units.num_rows, "crops": len(rows), "errors": len(errors)}
 
 

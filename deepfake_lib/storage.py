@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -142,11 +143,22 @@ class RunDir:
     def read_json(self, rel: str) -> Any:
         return json.loads(self.read_bytes(rel))
 
-    def write_parquet(self, rel: str, table: pa.Table, row_group_size: int | None = None) -> None:
+    def write_parquet(self, rel: str, table: pa.Table, row_group_size: int | None = None,
+                      group_by: str | None = None) -> None:
         """Write one Parquet file atomically (serialised in memory, then one write), in row
-        groups of at most ``row_group_size`` rows (Arrow's default: one per million)."""
+        groups of at most ``row_group_size`` rows (Arrow's default: one per million). With
+        ``group_by`` (a column), rows with the same value of it are written together, in row
+        groups of their own, by sorted value and otherwise in their order, so a reader that
+        wants one value reads no row of another."""
         buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
+        if group_by is None:
+            pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
+        else:
+            column = table.column(group_by)
+            with pq.ParquetWriter(buf, table.schema, compression="zstd") as writer:
+                for value in sorted(column.unique().to_pylist(), key=lambda v: (v is None, v)):
+                    same = pc.is_null(column) if value is None else pc.equal(column, value)
+                    writer.write_table(table.filter(same), row_group_size=row_group_size)
         self.write_bytes(rel, buf.getvalue())
 
     def parquet_file(self, rel: str) -> pq.ParquetFile:

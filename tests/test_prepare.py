@@ -89,13 +89,20 @@ def test_a_retried_task_loses_and_duplicates_no_crop(ffpp_crops, tmp_path):
     config, _ = ffpp_crops
     marker = tmp_path / "crashed"
     out = tmp_path / "run"
-    again = run_prepare(dataclasses.replace(config, out=str(out)),
+    # one batch of all three originals
+    again = run_prepare(dataclasses.replace(config, out=str(out), batch_size=64),
                         Faults(crash_once_marker=str(marker)))
     assert marker.exists()  # a worker died after the first unit of its batch
     ids = pq.read_table(out / "crops", columns=["sample_id"]).column("sample_id").to_pylist()
     reference = pq.read_table(f"{config.out}/crops", columns=["sample_id"]).column("sample_id")
     assert len(ids) == len(set(ids)) and set(ids) == set(reference.to_pylist())
     assert again.errors == {}
+    # the batch holds both splits, each in row groups of its own: validation reads no
+    # training crop, nor training a validation crop
+    (crops,) = [pq.ParquetFile(path) for path in (out / "crops").glob("*.parquet")]
+    groups = [crops.read_row_group(g, columns=["split"]).column("split").to_pylist()
+              for g in range(crops.num_row_groups)]
+    assert [sorted(set(g)) for g in groups] == [["train"]] * (len(groups) - 1) + [["val"]]
 
 
 def test_rerun_skips_finished_batches(ffpp_crops):
