@@ -1,7 +1,7 @@
 """Detector benchmark: a trained model side by side with MesoNet-4 and MesoInception-4 on the
 same labelled face crops: AUC, log loss and seconds per crop, measured in one run.
 
-    .venv/bin/python benchmarks/detect.py --out DIR [--epochs 4] [--image-size 160]
+    .venv/bin/python benchmarks/detect.py --out DIR [--epochs 6] [--image-size 160]
     .venv/bin/python benchmarks/detect.py --model DIR   # an already trained model
 
 With ``--out``, the reference detector is first trained from scratch (:func:`train_reference`):
@@ -250,7 +250,7 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path,
                    help="train the reference detector into this run directory first")
-    p.add_argument("--epochs", type=int, default=4, help="with --out")
+    p.add_argument("--epochs", type=int, default=6, help="with --out")
     p.add_argument("--image-size", type=int, default=160, help="with --out: network input, px")
     p.add_argument("--model", help="a trained model directory (as load_model reads)")
     p.add_argument("--mesonet", type=Path, default=SHARED.parent / "models" / "mesonet",
