@@ -63,6 +63,9 @@ class ClusterParams:
         if dbscan_only and self.method in ("hdbscan", "tsne_hdbscan"):
             raise ValueError(f"{' and '.join(dbscan_only)}: DBSCAN's, not used by "
                              f"--method {self.method} (it takes --min-cluster-size)")
+        if self.method == "seed" and self.min_cluster_size is not None:
+            raise ValueError("--min-cluster-size: not used by --method seed (it takes --eps "
+                             "and --min-samples)")
 
 
 @dataclass

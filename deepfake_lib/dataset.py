@@ -314,7 +314,7 @@ def build_manifest(roots: list[str] | str, exclude: Sequence[str] = ()) -> Manif
                     "path": _location(root, root_path, posixpath.join(folder, name)),
                     "part": part,
                     "exists": exists,
-                    "media": media_kind(name) or "video",
+                    "media": media_kind(name),
                     **entry,
                 })
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)

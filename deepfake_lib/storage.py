@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -147,18 +146,20 @@ class RunDir:
                       group_by: str | None = None) -> None:
         """Write one Parquet file atomically (serialised in memory, then one write), in row
         groups of at most ``row_group_size`` rows (Arrow's default: one per million). With
-        ``group_by`` (a column), rows with the same value of it are written together, in row
-        groups of their own, by sorted value and otherwise in their order, so a reader that
-        wants one value reads no row of another."""
+        ``group_by`` (a column of strings or integers), rows with the same value of it are
+        written together, in row groups of their own, by sorted value (nulls last) and
+        otherwise in their order, so a reader that wants one value reads no row of another."""
         buf = io.BytesIO()
         if group_by is None:
             pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
         else:
-            column = table.column(group_by)
+            rows: dict = {}
+            for i, value in enumerate(table.column(group_by).to_pylist()):
+                rows.setdefault(value, []).append(i)
             with pq.ParquetWriter(buf, table.schema, compression="zstd") as writer:
-                for value in sorted(column.unique().to_pylist(), key=lambda v: (v is None, v)):
-                    same = pc.is_null(column) if value is None else pc.equal(column, value)
-                    writer.write_table(table.filter(same), row_group_size=row_group_size)
+                values = sorted(v for v in rows if v is not None) + [None] * (None in rows)
+                for value in values:
+                    writer.write_table(table.take(rows[value]), row_group_size=row_group_size)
         self.write_bytes(rel, buf.getvalue())
 
     def parquet_file(self, rel: str) -> pq.ParquetFile:

@@ -21,14 +21,17 @@ def parse_args(argv: list[str] | None = None) -> ClusterConfig:
     p.add_argument("--out", required=True, help="run directory holding encodings/ (local or s3://)")
     p.add_argument("--method", default="auto", choices=METHODS,
                    help="auto: PCA 50, 2-D t-SNE, DBSCAN with eps from the data (under 50 faces: "
-                        "HDBSCAN, or DBSCAN given --eps or --min-samples); seed: the seed's fixed PCA 50, 3-D t-SNE (perplexity 50), "
-                        "DBSCAN(eps 1, min_samples 5)")
+                        "HDBSCAN,\nor DBSCAN given --eps or --min-samples); seed: the seed's "
+                        "fixed PCA 50,\n3-D t-SNE (perplexity 50), DBSCAN(eps 1, min_samples 5)")
     p.add_argument("--pca-components", type=int, default=50)
     p.add_argument("--perplexity", type=float, default=None, help="t-SNE perplexity (default min(15, (n-1)/3))")
     p.add_argument("--min-cluster-size", type=int, default=None,
                    help="HDBSCAN's, and DBSCAN's min_samples "
                         "(default max(clip(faces // 20, 2, 5), faces // 3000))")
-    p.add_argument("--eps", type=float, default=None, help="DBSCAN eps (default: knee of the k-distance curve)")
+    p.add_argument("--eps", type=float, default=None,
+                   help="DBSCAN eps, a distance in the space DBSCAN runs in: the encodings'\n"
+                        "(dbscan, or under 50 faces), else t-SNE's (default: knee of the\n"
+                        "k-distance curve)")
     p.add_argument("--min-samples", type=int, default=None, help="DBSCAN min_samples (default: the min cluster size)")
     p.add_argument("--seed", type=int, default=0, help="random seed of PCA, t-SNE and figure sampling")
     p.add_argument("--per-cluster", type=int, default=3, help="real videos chosen per person for the subset")

@@ -96,8 +96,11 @@ def test_eps_is_used_or_refused_never_ignored():
     tiny = cluster_encodings(encodings, ClusterParams(eps=1e-6))
     assert tiny.used["method"] == "dbscan" and tiny.used["eps"] == 1e-6
     assert tiny.n_clusters == 0
-    assert cluster_encodings(encodings, ClusterParams(min_samples=2)).used["min_samples"] == 2
+    given = cluster_encodings(encodings, ClusterParams(min_samples=3)).used
+    assert given["method"] == "dbscan" and given["min_samples"] == 3  # the default is 2 here
     with pytest.raises(ValueError, match="--eps: DBSCAN's, not used by --method hdbscan"):
         ClusterParams(method="hdbscan", eps=0.5)
     with pytest.raises(ValueError, match="--eps and --min-samples"):
         ClusterParams(method="tsne_hdbscan", eps=0.5, min_samples=3)
+    with pytest.raises(ValueError, match="--min-cluster-size: not used by --method seed"):
+        ClusterParams(method="seed", min_cluster_size=4)

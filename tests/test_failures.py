@@ -74,14 +74,16 @@ def _cluster():
     return cluster, nodes
 
 
-def _remove_node_when(cluster, node, ready, record: dict) -> threading.Thread:
-    """Remove ``node`` as soon as ``ready()`` is true (polled in a thread, at most 300 s);
-    ``record`` gets the node's id, whether ``ready()`` held, and when the node went."""
+def _remove_node_when(cluster, node, ready, record: dict,
+                      stop: threading.Event) -> threading.Thread:
+    """Remove ``node`` as soon as ``ready()`` is true (polled in a thread until ``stop`` is set,
+    at most 300 s); ``record`` gets the node's id, whether ``ready()`` held, and when the node
+    went."""
     def watch():
         deadline = time.monotonic() + 300
-        while not ready() and time.monotonic() < deadline:
+        while not (held := ready()) and not stop.is_set() and time.monotonic() < deadline:
             time.sleep(0.1)
-        record.update(node_id=node.node_id, ready=bool(ready()))
+        record.update(node_id=node.node_id, ready=held)
         cluster.remove_node(node)
         record["removed_at"] = time.time()
 
@@ -111,19 +113,24 @@ def _running_on(address: str, node_id: str, name: str) -> bool:
     reach it about a second late: a node removed before then takes its task's node with it."""
     from ray.util.state import list_tasks
 
-    return any(t.node_id == node_id for t in list_tasks(
-        address=address, detail=True, filters=[("name", "=", name), ("state", "=", "RUNNING")],
-        raise_on_missing_output=False))
+    try:
+        return any(t.node_id == node_id for t in list_tasks(
+            address=address, detail=True, filters=[("name", "=", name), ("state", "=", "RUNNING")],
+            raise_on_missing_output=False))
+    except Exception:  # noqa: BLE001 - the state API not answering yet: ask again
+        return False
 
 
 def _losing_a_node(cluster, node, ready, stage, task_name: str) -> tuple[object, dict]:
     """Run ``stage()`` while ``node`` is removed once ``ready()``; its summary, and what
     happened for :func:`_assert_a_task_died_with_the_node`."""
     record: dict = {}
-    watcher = _remove_node_when(cluster, node, ready, record)
+    stop = threading.Event()  # the stage ended: stop waiting for ready()
+    watcher = _remove_node_when(cluster, node, ready, record, stop)
     began = time.time()
     summary = stage()
     ended = time.time()
+    stop.set()
     watcher.join()
     return summary, {"began": began, "ended": ended, **record,
                      "tasks": _attempts(task_name, cluster.address)}
