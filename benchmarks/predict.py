@@ -106,13 +106,15 @@ def main() -> None:
     p.add_argument("--model", default=None, help="a trained model folder (default: the default "
                    "architecture, random weights)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: what an actor of --cpus-per-actor 1 has)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="torch and FFmpeg threads (default: this machine's CPUs, what predict's "
+                        "actor has for one video)")
     p.add_argument("--no-job", action="store_true", help="skip the end-to-end job")
     a = p.parse_args()
     import torch
 
     torch.set_num_threads(a.threads)
+    os.environ["OMP_NUM_THREADS"] = str(a.threads)  # FFmpeg's, as Ray sets it in an actor
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = a.model or default_model(Path(tmp))
         per_video(model_dir, a.repeats)

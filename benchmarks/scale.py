@@ -28,7 +28,8 @@ Measures, into ``--results`` (JSON, default ``runs/scale.json``), then prints:
    (Ray Train's, the scorers) count whole, imports and models included. Exponents:
    least-squares slope of log(cost) against log(size); target 1.0 +- 0.1, driver memory
    flat within 1.5x. A fixed cost (Ray Train's start, the scorers' models) pulls an exponent
-   below 1 at small sizes, so the table also fits cost = fixed + per-x * size.
+   below 1 at small sizes, so the table also gives the slope between the two largest sizes
+   (where the fixed cost weighs least) and fits cost = fixed + per-x * size.
 2. **Listing.** ``build_manifest`` and ``encode.plan_batches`` alone over zero-byte .mp4 files
    in parts of 2,400 with a ``metadata.json`` (one REAL, five FAKE of it, as DFDC's ratio
    roughly), at ``--listing`` counts, on the local disk and on a loopback S3 (moto's server,
@@ -594,12 +595,15 @@ def print_stages(rows: list[dict]) -> None:
         input_per_x = linear_fit(sizes, [r["input_bytes"] for r in got])[1]
         table.append([stage, f"{sizes[0]}x-{sizes[-1]}x", fmt(exponent(sizes, walls)),
                       fmt(exponent(sizes, [r["cpu_s"] for r in got])),
+                      fmt(exponent(sizes[-2:], walls[-2:])),
+                      fmt(exponent(sizes[-2:], [r["cpu_s"] for r in got[-2:]])),
                       fmt(exponent(sizes, reads)), fmt(exponent(sizes, memory)),
                       memory[-1] / memory[0], fixed, per_x, read_per_x / MB,
                       read_per_x / input_per_x if input_per_x else "-"])
     print_table("Exponents: slope of log(cost) against log(size) (target 1.0 +- 0.1; driver "
                 "memory: flat, last/first within 1.5x), and cost = fixed + per 1x * size",
-                ["stage", "sizes", "wall", "CPU", "bytes read", "driver memory",
+                ["stage", "sizes", "wall", "CPU", "wall, largest 2", "CPU, largest 2",
+                 "bytes read", "driver memory",
                  "memory last/first", "wall fixed s", "wall s per 1x", "MB read per 1x",
                  "read/input per 1x"], table)
 

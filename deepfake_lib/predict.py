@@ -39,7 +39,7 @@ from deepfake_lib.checks import at_least, location, validate
 from deepfake_lib.dataset import build_manifest, media_kind
 from deepfake_lib.figures import png_bytes
 from deepfake_lib.progress import format_seconds
-from deepfake_lib.score_pool import ScorerPool, default_actors
+from deepfake_lib.score_pool import ScorerPool, sized
 from deepfake_lib.scoring import ScoreConfig, VideoScorer, score_video
 from deepfake_lib.storage import RunDir
 from deepfake_lib.tracks import FaceTracks, link
@@ -217,7 +217,7 @@ def sample_frames(path: str, detector: faces.FaceDetector, count: int
     scoring costs. Raises :class:`deepfake_lib.video.VideoError`."""
     info = video.probe(path)
     chosen = strip_frames(list(range(info.frame_count)), count)
-    frames = video.read_frames(path, chosen)
+    frames = video.read_frames_near(path, chosen)
     found = link({i: detector.detect(frame) for i, frame in frames.items()})
     return frames, FaceTracks(found, info.frame_count, info.height, info.width, interval=1)
 
@@ -304,11 +304,10 @@ def run_predict(config: PredictConfig, log: Callable[[str], None] = print) -> Pr
         init_ray()
         # the actors read the model and the videos; the driver writes every output
         check_locations([model_dir, *(v["path"] for v in todo)], score.shared_fs)
-        size = min(score.actors or default_actors(score), len(todo))
+        score = sized(score, len(todo))
         check_resources("predict actors (--actors, --cpus-per-actor, --gpus-per-actor)",
-                        score.cpus_per_actor, score.gpus_per_actor, size)
-        pool = ScorerPool(Predictor, (model_dir, score, fallback, config.strip), size, score,
-                          fallback)
+                        score.cpus_per_actor, score.gpus_per_actor, score.actors)
+        pool = ScorerPool(Predictor, (model_dir, score, fallback, config.strip), score, fallback)
         for video, scored in pool.run(todo):
             n = int(video["video_id"])
             image = scored.pop("picture", None)

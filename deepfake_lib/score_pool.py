@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -14,17 +15,17 @@ if TYPE_CHECKING:
 
 
 class ScorerPool:
-    """``size`` actors of class ``scorer``, each made with ``args`` and having ``ready()``
-    and ``score(video_id, path) -> score row``, fed one video at a time, each call watched
-    against budget + grace. An actor gets videos only once it has loaded its models, so
-    start-up never counts as a video's time. When no actor is ready and none has become
-    ready within ``start_timeout_s`` of its start (no room on the cluster, a node that never
-    came), the pool gives up."""
+    """``config.actors`` actors of class ``scorer`` (of ``config.cpus_per_actor`` CPUs and
+    ``gpus_per_actor`` GPUs: a config :func:`sized` has set), each made with ``args`` and
+    having ``ready()`` and ``score(video_id, path) -> score row``, fed one video at a time,
+    each call watched against budget + grace. An actor gets videos only once it has loaded
+    its models, so start-up never counts as a video's time. When no actor is ready and none
+    has become ready within ``start_timeout_s`` of its start (no room on the cluster, a node
+    that never came), the pool gives up."""
 
     MAX_START_FAILURES = 3
 
-    def __init__(self, scorer: type, args: tuple, size: int, config: ScoreConfig,
-                 fallback: float):
+    def __init__(self, scorer: type, args: tuple, config: ScoreConfig, fallback: float):
         import ray  # noqa: PLC0415
 
         self.ray, self.config, self.args, self.fallback = ray, config, args, fallback
@@ -35,7 +36,7 @@ class ScorerPool:
         self.running: dict = {}   # score() ref -> (actor, video row, started, tries)
         self.start_failures = 0
         self.retry: list[dict] = []  # videos whose actor died once, to run again
-        for _ in range(size):
+        for _ in range(config.actors):
             self._new()
 
     def _new(self) -> None:
@@ -145,11 +146,25 @@ class ScorerPool:
                 "decode_s": None, "locate_s": None, "classify_s": None}
 
 
-def default_actors(config: ScoreConfig) -> int:
-    """As many actors as the cluster's GPUs (or, for CPU actors, CPUs) hold now; at least 1."""
+def sized(config: ScoreConfig, videos: int) -> ScoreConfig:
+    """``config`` with its ``actors`` and ``cpus_per_actor`` set for ``videos`` videos on the
+    Ray cluster. Those given stay. By default: as many actors as the cluster's GPUs (GPU
+    actors) or CPUs hold, at most one per video; a GPU actor takes 1 CPU, and a CPU actor the
+    cluster's CPUs shared among the actors (at most a node's, at least 1): with fewer videos
+    than CPUs, each actor decodes, finds faces and classifies with more threads, so that one
+    video on a laptop has all of its cores."""
     import ray  # noqa: PLC0415
 
-    resources = ray.cluster_resources()
+    total = ray.cluster_resources()
+    cpus = config.cpus_per_actor
     if config.gpus_per_actor > 0:
-        return max(1, int(resources.get("GPU", 0) // config.gpus_per_actor))
-    return max(1, int(resources.get("CPU", 1) // config.cpus_per_actor))
+        actors = config.actors or max(1, int(total.get("GPU", 0) // config.gpus_per_actor))
+    else:
+        actors = config.actors or max(1, int(total.get("CPU", 1) // (cpus or 1.0)))
+    actors = min(actors, max(1, videos))
+    if cpus is None:
+        largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]),
+                      default=1)
+        cpus = 1.0 if config.gpus_per_actor > 0 else \
+            float(max(1, min(largest, total.get("CPU", 1) // actors)))
+    return replace(config, actors=actors, cpus_per_actor=cpus)

@@ -32,7 +32,7 @@ from deepfake_lib.faults import NO_FAULTS, Faults
 from deepfake_lib.leaderboard import leaderboard, roc_calibration_png, submission_csv
 from deepfake_lib.model import model_digest
 from deepfake_lib.progress import Progress, format_seconds
-from deepfake_lib.score_pool import ScorerPool, default_actors
+from deepfake_lib.score_pool import ScorerPool, sized
 from deepfake_lib.storage import RunDir
 from deepfake_lib.tracks import detect_frames, track_faces
 
@@ -76,7 +76,8 @@ class ScoreConfig:
     fallback: float = field(default=0.5, metadata=between(0, 1))
     # default: what the cluster's resources allow
     actors: int | None = field(default=None, metadata=at_least(1, optional=True))
-    cpus_per_actor: float = field(default=1.0, metadata=above(0))
+    # default: 1 per actor, or the cluster's CPUs shared among fewer actors (score_pool.sized)
+    cpus_per_actor: float | None = field(default=None, metadata=above(0, optional=True))
     gpus_per_actor: float = field(default=0.0, metadata=at_least(0))
     # no actor ready by then: an error (a GPU node may boot slowly)
     start_timeout_s: float = field(default=600.0, metadata=above(0))
@@ -183,7 +184,7 @@ def score_video(path: str, face_detector: faces.FaceDetector, model, config: Sco
             chosen = sorted({int(round(i)) for i in np.linspace(
                 0, info.frame_count - 1, min(config.frames, info.frame_count))})
             t = time.perf_counter()
-            decoded = video.read_frames(local, set(wanted) | set(chosen))
+            decoded = video.read_frames_near(local, set(wanted) | set(chosen))
             row["decode_s"] = time.perf_counter() - t
             t = time.perf_counter()
             tracks = track_faces(local, face_detector, config.detect_every_s, frames=decoded)
@@ -293,12 +294,13 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     init_ray()
     check_locations([config.out, *config.data, model_dir], config.shared_fs)
     todo = [(n, rows.to_pylist()) for n, rows in planned if n not in done]
-    size = min(config.actors or default_actors(config), max(1, sum(len(r) for _, r in todo)))
     progress = Progress("score", sum(len(r) for _, r in todo), every_s=config.progress_every_s)
     if todo:
+        pool_config = sized(config, sum(len(r) for _, r in todo))
         check_resources("score actors (--actors, --cpus-per-actor, --gpus-per-actor)",
-                        config.cpus_per_actor, config.gpus_per_actor, size)
-        pool = ScorerPool(VideoScorer, (model_dir, config, fallback, faults), size, config,
+                        pool_config.cpus_per_actor, pool_config.gpus_per_actor,
+                        pool_config.actors)
+        pool = ScorerPool(VideoScorer, (model_dir, pool_config, fallback, faults), pool_config,
                           fallback)
         waiting = [(name, row) for name, rows in todo for row in rows]
         batch_of = {row["video_id"]: name for name, row in waiting}

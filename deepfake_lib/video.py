@@ -1,11 +1,14 @@
 """Reading videos (and photos, as one-frame videos) into RGB frames.
 
 Conventions: frames are ``H x W x 3`` ``uint8`` arrays in **RGB** order, upright (container
-rotation already applied), indexed from 0 in decode order. Times are in seconds.
+rotation already applied), indexed from 0 in display order. Times are in seconds.
 
-OpenCV's FFmpeg backend is used: on a 10-s 1080p DFDC clip it decodes all 300 frames as fast
-as PyAV (0.8 s with ``grab``, 1.2 s to RGB, on 2 cores) and its keyframe seek returns the same
-pixels as a sequential decode (checked on every shared test video by the tests).
+Exact frames (:func:`read_frames`, :func:`iter_frames`) come from OpenCV's FFmpeg backend:
+on a 10-s 1080p DFDC clip it decodes all 300 frames as fast as PyAV (0.8 s with ``grab``,
+1.2 s to RGB, on 2 cores) and its keyframe seek returns the same pixels as a sequential decode
+(checked on every shared test video by the tests). Where any frame near the wanted one will do
+(scoring), :func:`read_frames_near` uses PyAV, which can tell FFmpeg to skip the frames that
+no other frame is predicted from.
 
 Every failure to read raises :class:`VideoError`, whose ``kind`` says why: ``missing``,
 ``not_a_file``, ``permission``, ``empty``, ``not_video``, ``corrupt`` or ``truncated``.
@@ -19,6 +22,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import av
 import cv2
 import numpy as np
 
@@ -27,6 +31,9 @@ from deepfake_lib.dataset import media_kind
 # A gap of more frames than this between two wanted frames is crossed by seeking (to the
 # keyframe before the target, then decoding forward) instead of decoding every frame.
 SEEK_GAP_FRAMES = 48
+# The farthest a frame given by read_frames_near may be from the one asked for (encoders put
+# a few B-frames between two reference frames: x264's default is at most 3).
+NEAR_FRAMES = 8
 
 
 class VideoError(Exception):
@@ -210,6 +217,89 @@ def read_frames(path: str, indices: Iterable[int]) -> dict[int, np.ndarray]:
     finally:
         cap.release()
     return frames
+
+
+def read_frames_near(path: str, indices: Iterable[int]) -> dict[int, np.ndarray]:
+    """Like :func:`read_frames`, but each index gets the nearest frame (in display order, at
+    most :data:`NEAR_FRAMES` away, earlier on a tie) among those some other frame is predicted
+    from: FFmpeg skips the others (non-reference B-frames) without decoding them.
+
+    Returns ``{index: RGB frame}`` for the indices asked for; two indices may share a frame.
+    In DFDC's and FF++'s encodes every other frame is skipped and the frame given is the one
+    asked for or the one before it. For scoring, where which of two neighbouring frames is
+    classified does not matter; a fake compared with its original frame by frame needs
+    :func:`read_frames`. Raises ``VideoError`` as it does.
+    """
+    wanted = sorted({int(i) for i in indices})
+    if not wanted or media_kind(path) == "image":
+        return read_frames(path, wanted)
+    if wanted[0] < 0:
+        raise ValueError(f"frame indices must be >= 0, got {wanted[0]}")
+    info = probe(path)  # the typed errors of a file that does not open, and the rotation
+    try:
+        container = av.open(path)
+    except av.FFmpegError as exc:
+        raise VideoError(path, "corrupt", f"PyAV cannot open it: {exc}") from None
+    frames: dict[int, np.ndarray] = {}
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.thread_count = decode_threads()
+        stream.codec_context.skip_frame = "NONREF"
+        decoded = _indexed_frames(container, stream, info.fps)
+        # The first frame is decoded whatever is wanted: a seek made before any frame was
+        # decoded gives grey-green frames on some streams (FF++ 519.mp4).
+        previous, current = None, next(decoded, None)  # (index, av.VideoFrame): the last two
+        for index in wanted:
+            if current is not None and index - current[0] > SEEK_GAP_FRAMES:
+                # to the keyframe at or before the target, then decoding forward
+                container.seek(_pts_of(stream, index, info.fps), stream=stream)
+                decoded = _indexed_frames(container, stream, info.fps)
+                previous = current = None
+            while current is None or current[0] < index:
+                following = next(decoded, None)
+                if following is None:
+                    break
+                previous, current = current, following
+            nearest = min((c for c in (previous, current) if c is not None),
+                          key=lambda c: (abs(c[0] - index), c[0]), default=None)
+            if nearest is None or abs(nearest[0] - index) > NEAR_FRAMES:
+                kind = _stopped_early(path) if current is None or current[0] < index \
+                    else "corrupt"
+                at = "no frame" if nearest is None else f"frame {nearest[0]}"
+                raise VideoError(path, kind, f"the nearest frame decoded to frame {index} is {at}")
+            frames[index] = _upright(nearest[1].to_ndarray(format="rgb24"), info.rotation)
+    except _NoTimestamps:
+        return read_frames(path, wanted)
+    finally:
+        container.close()
+    return frames
+
+
+def _pts_of(stream, index: int, fps: float) -> int:
+    return (stream.start_time or 0) + int(index / fps / stream.time_base)
+
+
+class _NoTimestamps(Exception):
+    """A decoded frame has no time stamp to place it by."""
+
+
+def _indexed_frames(container, stream, fps: float) -> Iterator[tuple[int, "av.VideoFrame"]]:
+    """``(index, frame)`` as decoded from where ``container`` stands; the index from the
+    frame's time stamp. Damaged data ends it, as the end of the file does."""
+    start = stream.start_time or 0
+    try:
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                raise _NoTimestamps
+            yield round(float((frame.pts - start) * stream.time_base) * fps), frame
+    except av.FFmpegError:
+        return
+
+
+def _upright(frame: np.ndarray, rotation: int) -> np.ndarray:
+    """``frame`` turned ``rotation`` degrees clockwise (a multiple of 90), as OpenCV does."""
+    return np.ascontiguousarray(np.rot90(frame, k=-(rotation // 90))) if rotation else frame
 
 
 def iter_frames(path: str) -> Iterator[tuple[int, np.ndarray]]:

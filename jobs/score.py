@@ -29,7 +29,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
     p.add_argument("--fallback", type=float, default=0.5,
                    help="probability (0 to 1, then clipped) for videos with no answer")
     p.add_argument("--actors", type=int, default=None, help="default: what the cluster allows")
-    p.add_argument("--cpus-per-actor", type=float, default=1.0)
+    p.add_argument("--cpus-per-actor", type=float, default=None,
+                   help="default: 1, or the CPUs shared among fewer actors (fewer videos)")
     p.add_argument("--gpus-per-actor", type=float, default=0.0)
     p.add_argument("--start-timeout-s", type=float, default=600.0,
                    help="give up when no actor is ready after this long (default 600: "

@@ -120,6 +120,21 @@ def test_actors_that_can_never_start_are_refused_at_once(tiny_model, shared_data
 
 
 @pytest.mark.ray
+def test_fewer_videos_than_cpus_share_the_cpus_and_flags_given_stay(ray_session):
+    from deepfake_lib.score_pool import sized
+
+    cpus = ray_session.cluster_resources()["CPU"]
+    config = ScoreConfig(data=(), out="unused")
+    shapes = {videos: (c.actors, c.cpus_per_actor)
+              for videos, c in ((n, sized(config, n)) for n in (1, 100))}
+    assert cpus >= 2 and shapes == {1: (1, cpus), 100: (cpus, 1)}
+    asked = sized(dataclasses.replace(config, actors=1, cpus_per_actor=0.5), 100)
+    assert (asked.actors, asked.cpus_per_actor) == (1, 0.5)
+    on_gpus = sized(dataclasses.replace(config, gpus_per_actor=0.5), 1)
+    assert (on_gpus.actors, on_gpus.cpus_per_actor) == (1, 1)
+
+
+@pytest.mark.ray
 def test_no_actor_ready_within_the_start_timeout_is_a_clear_error(tiny_model, shared_data,
                                                                   tmp_path):
     import ray

@@ -15,7 +15,7 @@ def _sequential(path):
     return [frame for _, frame in video.iter_frames(str(path))]
 
 
-def test_probe_and_exact_random_reads_on_every_shared_video(shared_videos):
+def test_probe_exact_and_near_random_reads_on_every_shared_video(shared_videos):
     rng = np.random.default_rng(0)
     assert len(shared_videos) == 11
     for path in shared_videos:
@@ -30,6 +30,12 @@ def test_probe_and_exact_random_reads_on_every_shared_video(shared_videos):
         assert sorted(got) == sorted(set(wanted))
         for i in wanted:
             assert np.array_equal(got[i], frames[i]), f"{path.name} frame {i}"
+        # the nearest frame that others are predicted from: the one asked for or the one before
+        near = video.read_frames_near(str(path), wanted)
+        assert sorted(near) == sorted(set(wanted))
+        for i in wanted:
+            assert any(np.array_equal(near[i], frames[j]) for j in (i, i - 1)), \
+                f"{path.name} frame {i}"
 
 
 def test_portrait_dfdc_video_is_upright(shared_data):
@@ -58,18 +64,21 @@ def test_rotation_metadata_is_applied(tmp_path):
         out.mux(stream.encode())
     info = video.probe(str(path))
     assert (info.width, info.height, info.rotation) == (48, 64, 270)
-    upright = video.read_frames(str(path), [2])[2]
-    assert upright.shape == (64, 48, 3)
-    assert upright[-4:].mean() > 200 and upright[:4].mean() < 50  # the stripe is now at the bottom
+    for read in (video.read_frames, video.read_frames_near):
+        upright = read(str(path), [2])[2]
+        assert upright.shape == (64, 48, 3)
+        # the stripe is now at the bottom
+        assert upright[-4:].mean() > 200 and upright[:4].mean() < 50, read.__name__
 
 
 def test_bad_inputs_raise_one_typed_error(bad_inputs):
     folder, expected = bad_inputs
     for name, kind in expected.items():
-        with pytest.raises(video.VideoError) as err:
-            video.read_frames(str(folder / name), [0])
-        assert err.value.kind == kind, name
-        assert name in str(err.value)
+        for read in (video.read_frames, video.read_frames_near):
+            with pytest.raises(video.VideoError) as err:
+                read(str(folder / name), [0])
+            assert err.value.kind == kind, (name, read.__name__)
+            assert name in str(err.value)
     with pytest.raises(video.VideoError) as err:
         video.probe(str(folder / "absent.mp4"))
     assert err.value.kind == "missing"
@@ -90,10 +99,11 @@ def test_file_cut_short_after_its_index(tmp_path):
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.6)])
     assert video.probe(str(cut)).frame_count == 60
-    assert 0 in video.read_frames(str(cut), [0])
-    with pytest.raises(video.VideoError) as err:
-        video.read_frames(str(cut), [59])
-    assert err.value.kind == "truncated"
+    for read in (video.read_frames, video.read_frames_near):
+        assert 0 in read(str(cut), [0])
+        with pytest.raises(video.VideoError) as err:
+            read(str(cut), [59])
+        assert err.value.kind == "truncated", read.__name__
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
