@@ -148,12 +148,14 @@ class ScorerPool:
 
 def sized(config: ScoreConfig, videos: int) -> ScoreConfig:
     """``config`` with its ``actors`` and ``cpus_per_actor`` set for ``videos`` videos on the
-    Ray cluster. Those given stay. By default: as many actors as the cluster's GPUs (GPU
-    actors) or CPUs hold, at most one per video; a GPU actor takes 1 CPU, and a CPU actor the
-    cluster's CPUs shared among the actors (at most a node's, at least 1): with fewer videos
-    than CPUs, each actor decodes, finds faces and classifies with more threads, so that one
-    video on a laptop has all of its cores."""
+    Ray cluster. Those given stay (actors at most one per video). By default: as many actors
+    as the cluster's GPUs (GPU actors) or CPUs hold, at most one per video; a GPU actor takes
+    1 CPU, and a CPU actor a share of the CPUs free now, as many as lets every actor fit on a
+    node (at least 1): with fewer videos than CPUs each actor decodes, finds faces and
+    classifies with more threads, so that one video on a laptop has all of its cores."""
     import ray  # noqa: PLC0415
+
+    from deepfake_lib.runtime import room_for  # noqa: PLC0415
 
     total = ray.cluster_resources()
     cpus = config.cpus_per_actor
@@ -163,8 +165,10 @@ def sized(config: ScoreConfig, videos: int) -> ScoreConfig:
         actors = config.actors or max(1, int(total.get("CPU", 1) // (cpus or 1.0)))
     actors = min(actors, max(1, videos))
     if cpus is None:
-        largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]),
-                      default=1)
-        cpus = 1.0 if config.gpus_per_actor > 0 else \
-            float(max(1, min(largest, total.get("CPU", 1) // actors)))
+        cpus = 1.0
+        if config.gpus_per_actor == 0:
+            nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+            share = int(ray.available_resources().get("CPU", 1) // actors)
+            cpus = float(next((c for c in range(share, 1, -1)
+                               if room_for(nodes, [], c, 0, actors) >= actors), 1))
     return replace(config, actors=actors, cpus_per_actor=cpus)

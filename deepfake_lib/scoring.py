@@ -76,7 +76,7 @@ class ScoreConfig:
     fallback: float = field(default=0.5, metadata=between(0, 1))
     # default: what the cluster's resources allow
     actors: int | None = field(default=None, metadata=at_least(1, optional=True))
-    # default: 1 per actor, or the cluster's CPUs shared among fewer actors (score_pool.sized)
+    # default: a share of the free CPUs that fits every actor on a node (score_pool.sized)
     cpus_per_actor: float | None = field(default=None, metadata=above(0, optional=True))
     gpus_per_actor: float = field(default=0.0, metadata=at_least(0))
     # no actor ready by then: an error (a GPU node may boot slowly)

@@ -16,6 +16,7 @@ Every failure to read raises :class:`VideoError`, whose ``kind`` says why: ``mis
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import struct
@@ -225,10 +226,13 @@ def read_frames_near(path: str, indices: Iterable[int]) -> dict[int, np.ndarray]
     from: FFmpeg skips the others (non-reference B-frames) without decoding them.
 
     Returns ``{index: RGB frame}`` for the indices asked for; two indices may share a frame.
-    In DFDC's and FF++'s encodes every other frame is skipped and the frame given is the one
-    asked for or the one before it. For scoring, where which of two neighbouring frames is
-    classified does not matter; a fake compared with its original frame by frame needs
-    :func:`read_frames`. Raises ``VideoError`` as it does.
+    Frames are placed by their time stamps (index = seconds x fps). In DFDC's and FF++'s
+    encodes every other frame is skipped and the frame given is the one asked for or the one
+    before it. Where frames cannot be placed so (no frame rate or time stamps, a seek that
+    fails, no decoded frame near one asked for though decoding went past it: a variable
+    frame rate), this reads the exact frames with :func:`read_frames`. For scoring, where which
+    of two neighbouring frames is classified does not matter; a fake compared with its
+    original frame by frame needs :func:`read_frames`. Raises ``VideoError`` as it does.
     """
     wanted = sorted({int(i) for i in indices})
     if not wanted or media_kind(path) == "image":
@@ -236,52 +240,88 @@ def read_frames_near(path: str, indices: Iterable[int]) -> dict[int, np.ndarray]
     if wanted[0] < 0:
         raise ValueError(f"frame indices must be >= 0, got {wanted[0]}")
     info = probe(path)  # the typed errors of a file that does not open, and the rotation
+    if info.fps <= 0:
+        return read_frames(path, wanted)
     try:
         container = av.open(path)
     except av.FFmpegError as exc:
         raise VideoError(path, "corrupt", f"PyAV cannot open it: {exc}") from None
-    frames: dict[int, np.ndarray] = {}
     try:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        stream.thread_count = decode_threads()
-        stream.codec_context.skip_frame = "NONREF"
-        decoded = _indexed_frames(container, stream, info.fps)
-        # The first frame is decoded whatever is wanted: a seek made before any frame was
-        # decoded gives grey-green frames on some streams (FF++ 519.mp4).
-        previous, current = None, next(decoded, None)  # (index, av.VideoFrame): the last two
-        for index in wanted:
-            if current is not None and index - current[0] > SEEK_GAP_FRAMES:
-                # to the keyframe at or before the target, then decoding forward
-                container.seek(_pts_of(stream, index, info.fps), stream=stream)
-                decoded = _indexed_frames(container, stream, info.fps)
-                previous = current = None
-            while current is None or current[0] < index:
-                following = next(decoded, None)
-                if following is None:
-                    break
-                previous, current = current, following
-            nearest = min((c for c in (previous, current) if c is not None),
-                          key=lambda c: (abs(c[0] - index), c[0]), default=None)
-            if nearest is None or abs(nearest[0] - index) > NEAR_FRAMES:
-                kind = _stopped_early(path) if current is None or current[0] < index \
-                    else "corrupt"
-                at = "no frame" if nearest is None else f"frame {nearest[0]}"
-                raise VideoError(path, kind, f"the nearest frame decoded to frame {index} is {at}")
-            frames[index] = _upright(nearest[1].to_ndarray(format="rgb24"), info.rotation)
-    except _NoTimestamps:
+        return _read_near(path, container, info, wanted)
+    except _NotPlaceable:
         return read_frames(path, wanted)
     finally:
         container.close()
+
+
+class _NotPlaceable(Exception):
+    """Decoded frames cannot be placed by their time stamps here."""
+
+
+def _read_near(path: str, container, info: VideoInfo, wanted: list[int]
+               ) -> dict[int, np.ndarray]:
+    """:func:`read_frames_near` of the sorted ``wanted`` from the open ``container``."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    stream.thread_count = decode_threads()
+    stream.codec_context.skip_frame = "NONREF"
+    keyframes = _keyframe_indices(stream, info.fps)
+    decoded = _indexed_frames(container, stream, info.fps)
+    # The first frame is decoded whatever is wanted: a seek made before any frame was decoded
+    # gives grey-green frames on some streams (FF++ 519.mp4).
+    previous, current = None, next(decoded, None)  # (index, av.VideoFrame): the last two
+    frames: dict[int, np.ndarray] = {}
+    rgb: dict[int, np.ndarray] = {}  # by decoded frame, for indices that share one
+    for index in wanted:
+        if current is not None and _worth_seeking(current[0], index, keyframes):
+            try:  # to the keyframe at or before the target, then decoding forward
+                container.seek(_pts_of(stream, index, info.fps), stream=stream)
+            except av.FFmpegError:
+                raise _NotPlaceable from None
+            decoded = _indexed_frames(container, stream, info.fps)
+            previous = current = None
+        while current is None or current[0] < index:
+            following = next(decoded, None)
+            if following is None:
+                break
+            previous, current = current, following
+        nearest = min((c for c in (previous, current) if c is not None),
+                      key=lambda c: (abs(c[0] - index), c[0]), default=None)
+        if nearest is None or abs(nearest[0] - index) > NEAR_FRAMES:
+            if current is not None and current[0] >= index:
+                raise _NotPlaceable  # decoding went past it: time stamps with gaps
+            at = "no frame" if nearest is None else f"frame {nearest[0]}"
+            raise VideoError(path, _stopped_early(path),
+                             f"the nearest frame decoded to frame {index} is {at}")
+        if nearest[0] not in rgb:
+            rgb[nearest[0]] = _upright(nearest[1].to_ndarray(format="rgb24"), info.rotation)
+        frames[index] = rgb[nearest[0]]
     return frames
 
 
 def _pts_of(stream, index: int, fps: float) -> int:
-    return (stream.start_time or 0) + int(index / fps / stream.time_base)
+    return (stream.start_time or 0) + round(index / fps / stream.time_base)
 
 
-class _NoTimestamps(Exception):
-    """A decoded frame has no time stamp to place it by."""
+def _keyframe_indices(stream, fps: float) -> list[int] | None:
+    """The frame indices of the keyframes the container's index lists (placed by decode
+    time, a frame or two early), or None when it lists none."""
+    start = stream.start_time or 0
+    keys = [round(float((e.timestamp - start) * stream.time_base) * fps)
+            for e in stream.index_entries if e.is_keyframe]
+    return keys or None
+
+
+def _worth_seeking(position: int, index: int, keyframes: list[int] | None) -> bool:
+    """Whether to seek from frame ``position`` to frame ``index``: a long gap, and (when the
+    keyframes are known) a keyframe after ``position`` to land on, else decoding forward
+    costs no more than the seek would."""
+    if index - position <= SEEK_GAP_FRAMES:
+        return False
+    if keyframes is None:
+        return True
+    before = bisect.bisect_right(keyframes, index)
+    return before > 0 and keyframes[before - 1] > position
 
 
 def _indexed_frames(container, stream, fps: float) -> Iterator[tuple[int, "av.VideoFrame"]]:
@@ -291,7 +331,7 @@ def _indexed_frames(container, stream, fps: float) -> Iterator[tuple[int, "av.Vi
     try:
         for frame in container.decode(stream):
             if frame.pts is None:
-                raise _NoTimestamps
+                raise _NotPlaceable
             yield round(float((frame.pts - start) * stream.time_base) * fps), frame
     except av.FFmpegError:
         return

@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PredictConfig, str | None
                    help="probability (0 to 1, then clipped) for videos with no answer")
     p.add_argument("--actors", type=int, default=None, help="default: what the cluster allows")
     p.add_argument("--cpus-per-actor", type=float, default=None,
-                   help="default: 1, or the CPUs shared among fewer actors (fewer videos)")
+                   help="default: a share of the free CPUs that fits every actor on a "
+                        "node (1 with as many videos as CPUs)")
     p.add_argument("--gpus-per-actor", type=float, default=0.0)
     p.add_argument("--shared-fs", action="store_true",
                    help="local paths are on a file system every node mounts (without it a "

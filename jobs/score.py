@@ -21,16 +21,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
     p.add_argument("--model", default=None, help="trained model folder (default RUN/model)")
     p.add_argument("--budget-s", type=float, default=8.0, help="seconds per video (Kaggle: 8)")
-    p.add_argument("--grace-s", type=float, default=4.0, help="after budget + grace a worker is replaced")
+    p.add_argument("--grace-s", type=float, default=4.0,
+                   help="after budget + grace a worker is replaced")
     p.add_argument("--frames", type=int, default=32, help="frames classified per video")
     p.add_argument("--detect-every-s", type=float, default=1.0)
     p.add_argument("--aggregation", default="confident", choices=AGGREGATIONS)
-    p.add_argument("--clip", type=float, default=0.01, help="probabilities clipped to [clip, 1-clip]")
+    p.add_argument("--clip", type=float, default=0.01,
+                   help="probabilities clipped to [clip, 1-clip]")
     p.add_argument("--fallback", type=float, default=0.5,
                    help="probability (0 to 1, then clipped) for videos with no answer")
     p.add_argument("--actors", type=int, default=None, help="default: what the cluster allows")
     p.add_argument("--cpus-per-actor", type=float, default=None,
-                   help="default: 1, or the CPUs shared among fewer actors (fewer videos)")
+                   help="default: a share of the free CPUs that fits every actor on a "
+                        "node (1 with as many videos as CPUs)")
     p.add_argument("--gpus-per-actor", type=float, default=0.0)
     p.add_argument("--start-timeout-s", type=float, default=600.0,
                    help="give up when no actor is ready after this long (default 600: "
@@ -40,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
     p.add_argument("--shared-fs", action="store_true",
                    help="local paths are on a file system every node mounts (without it a "
                         "multi-node cluster needs s3:// paths)")
-    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--address", default=None,
+                   help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
     with p.checked():
         config = ScoreConfig(data=tuple(a.data), out=a.out, model=a.model, budget_s=a.budget_s,

@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -69,6 +70,22 @@ def test_rotation_metadata_is_applied(tmp_path):
         assert upright.shape == (64, 48, 3)
         # the stripe is now at the bottom
         assert upright[-4:].mean() > 200 and upright[:4].mean() < 50, read.__name__
+
+
+def test_near_reads_of_a_video_that_pauses_fall_back_to_exact_frames(tmp_path):
+    """Time stamps with a 1-s gap: no decoded frame lies near frame 33 though decoding went
+    past it, which is no damage; the exact frame is read instead."""
+    path = str(tmp_path / "pause.mp4")
+    with av.open(path, "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(90):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 2 * i, np.uint8), "rgb24")
+            frame.pts, frame.time_base = i + (30 if i >= 30 else 0), Fraction(1, 30)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    exact = video.read_frames(path, [33])[33]
+    assert np.array_equal(video.read_frames_near(path, [33])[33], exact)
 
 
 def test_bad_inputs_raise_one_typed_error(bad_inputs):
