@@ -24,7 +24,8 @@ def parse_args(argv: list[str] | None = None) -> ClusterConfig:
                         "HDBSCAN,\nor DBSCAN given --eps or --min-samples); seed: the seed's "
                         "fixed PCA 50,\n3-D t-SNE (perplexity 50), DBSCAN(eps 1, min_samples 5)")
     p.add_argument("--pca-components", type=int, default=50)
-    p.add_argument("--perplexity", type=float, default=None, help="t-SNE perplexity (default min(15, (n-1)/3))")
+    p.add_argument("--perplexity", type=float, default=None,
+                   help="t-SNE perplexity (default min(15, (n-1)/3))")
     p.add_argument("--min-cluster-size", type=int, default=None,
                    help="HDBSCAN's, and DBSCAN's min_samples "
                         "(default max(clip(faces // 20, 2, 5), faces // 3000))")
@@ -32,10 +33,14 @@ def parse_args(argv: list[str] | None = None) -> ClusterConfig:
                    help="DBSCAN eps, a distance in the space DBSCAN runs in: the encodings'\n"
                         "(dbscan, or under 50 faces), else t-SNE's (default: knee of the\n"
                         "k-distance curve)")
-    p.add_argument("--min-samples", type=int, default=None, help="DBSCAN min_samples (default: the min cluster size)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of PCA, t-SNE and figure sampling")
-    p.add_argument("--per-cluster", type=int, default=3, help="real videos chosen per person for the subset")
-    p.add_argument("--include-noise", action="store_true", help="keep real videos whose face is noise")
+    p.add_argument("--min-samples", type=int, default=None,
+                   help="DBSCAN min_samples (default: the min cluster size)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed of PCA, t-SNE and figure sampling")
+    p.add_argument("--per-cluster", type=int, default=3,
+                   help="real videos chosen per person for the subset")
+    p.add_argument("--include-noise", action="store_true",
+                   help="keep real videos whose face is noise")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--overwrite", action="store_true",
                    help="replace clusters made with other settings (later stages were made "

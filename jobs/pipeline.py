@@ -18,7 +18,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, str | Non
     p = FlagParser((PipelineConfig,), description=__doc__,
                    formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
-    p.add_argument("--data", nargs="*", default=[], help="DFDC parts (default: the built-in sample)")
+    p.add_argument("--data", nargs="*", default=[],
+                   help="DFDC parts (default: the built-in sample)")
     p.add_argument("--sample-photos", default=None,
                    help="without --data: a folder of face photos, one person each, for the sample "
                         "(default: two portraits shipped inside installed packages)")
@@ -36,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, str | Non
     p.add_argument("--shared-fs", action="store_true",
                    help="local paths are on a file system every node mounts (without it a "
                         "multi-node cluster needs s3:// paths)")
-    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--address", default=None,
+                   help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
     with p.checked():
         return PipelineConfig(out=a.out, data=tuple(a.data), sample_photos=a.sample_photos,

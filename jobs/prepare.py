@@ -23,16 +23,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
                    formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="folders (or s3:// URIs) of DFDC parts")
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
-    p.add_argument("--every", type=int, default=10, help="crop every k-th frame (10: 30 crops per 10-s clip)")
-    p.add_argument("--crop-size", type=int, default=256, help="crops are resized to this square, px")
+    p.add_argument("--every", type=int, default=10,
+                   help="crop every k-th frame (10: 30 crops per 10-s clip)")
+    p.add_argument("--crop-size", type=int, default=256,
+                   help="crops are resized to this square, px")
     p.add_argument("--margin", type=float, default=PrepareConfig.margin,
                    help="added on each side, times the face size (default: twice the model's\n"
                         "crop margin, so training can vary the framing)")
-    p.add_argument("--detect-every-s", type=float, default=1.0, help="seconds between face detections")
+    p.add_argument("--detect-every-s", type=float, default=1.0,
+                   help="seconds between face detections")
     p.add_argument("--detector", default="mtcnn", choices=DETECTORS)
     p.add_argument("--max-tracks", type=int, default=4, help="largest faces cropped per frame")
     p.add_argument("--mask-method", default=DEFAULT_METHOD, choices=METHODS)
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share of identity clusters held out")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of identity clusters held out")
     p.add_argument("--batch-size", type=int, default=4, help="videos or pairs per Ray task")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--video-timeout-s", type=float, default=600.0,
@@ -42,11 +46,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
     p.add_argument("--memory-gb-per-task", type=float,
                    default=PrepareConfig.tasks.memory_gb_per_task,
                    help="memory each task asks Ray for, GB (default %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="delete earlier prepare output in --out first")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete earlier prepare output in --out first")
     p.add_argument("--shared-fs", action="store_true",
                    help="local paths are on a file system every node mounts (without it a "
                         "multi-node cluster needs s3:// paths)")
-    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--address", default=None,
+                   help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
     with p.checked():
         config = PrepareConfig(data=tuple(a.data), out=a.out, every=a.every,

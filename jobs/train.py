@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=16, help="per worker")
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--image-size", type=int, default=ModelConfig.image_size, help="network input, px")
+    p.add_argument("--image-size", type=int, default=ModelConfig.image_size,
+                   help="network input, px")
     p.add_argument("--crop-margin", type=float, default=ModelConfig.crop_margin,
                    help="face crop margin the score stage uses, times the face size (training\n"
                         "varies it from 0 to twice this; prepare's crops must be that wide)")
@@ -51,7 +52,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
     p.add_argument("--shared-fs", action="store_true",
                    help="local paths are on a file system every node mounts (without it a "
                         "multi-node cluster needs s3:// paths)")
-    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--address", default=None,
+                   help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     a = p.parse_args(argv)
     with p.checked():
         model = ModelConfig(arch=a.arch, encoder=a.encoder, encoder_weights=a.encoder_weights,
