@@ -42,8 +42,9 @@ Measures, into ``--results`` (JSON, default ``runs/scale.json``), then prints:
    of 2, each node's worker warmed first (module imported, face models loaded). Target: two
    nodes >= 1.6x one. The nodes that ran a batch are read from Ray's state API.
 4. **Plan** (``--plan``): from the per-unit costs measured (the slope of cost against units
-   over the sizes), CPU-hours, GPU-hours, bytes written, node counts, wall time and spot
-   cost for the whole DFDC, on the node types of ``cluster.yaml``. It prints its assumptions.
+   over the sizes), CPU-hours, GPU-hours (training; scoring runs on CPU nodes), bytes
+   written, node counts, wall time and spot cost for the whole DFDC, on the node types of
+   ``cluster.yaml``. It prints its assumptions.
 """
 
 from __future__ import annotations
@@ -90,8 +91,10 @@ INSTANCES = {
     "g5.2xlarge": (8, 1, "A10G"),
 }
 # where each stage runs on the cluster of cluster.yaml
+# Scoring runs on CPU nodes: on an H100, benchmarks/gpu.py measured it only 1.1 to 1.2x faster
+# than on the same machine's CPUs (decoding and face tracking stay on the CPU).
 STAGE_NODE = {"encode": "cpu", "cluster": "head", "prepare": "cpu", "train": "gpu",
-              "score": "gpu"}
+              "score": "cpu"}
 
 
 # --- data sets ------------------------------------------------------------------------------
@@ -320,11 +323,12 @@ def run_train_stage(data: str, run: str) -> dict:
 
 
 def run_score_stage(data: str, run: str) -> dict:
-    """Score 8 frames a video: units and tasks are the videos (one actor call each)."""
+    """Score 8 frames a video: units and tasks are the videos (one actor call each), actors
+    of one CPU at every size (by default fewer videos than CPUs would get larger ones)."""
     from deepfake_lib.scoring import ScoreConfig, run_score  # noqa: PLC0415
 
     summary = run_score(ScoreConfig(data=(data,), out=run, frames=SCORE_FRAMES, budget_s=120.0,
-                                    progress_every_s=600))
+                                    cpus_per_actor=1.0, progress_every_s=600))
     return {"units": summary.videos, "tasks": summary.videos, "summary": summary.text()}
 
 
@@ -386,7 +390,8 @@ def manifest_and_plan(root: str) -> tuple[int, int]:
     from deepfake_lib.encode import EncodeConfig, plan_batches  # noqa: PLC0415
 
     manifest = build_manifest(root)
-    return manifest.table.num_rows, len(plan_batches(manifest.table, EncodeConfig((root,), "unused")))
+    batches = plan_batches(manifest.table, EncodeConfig((root,), "unused"))
+    return manifest.table.num_rows, len(batches)
 
 
 def child_listing(root: str) -> None:
@@ -782,9 +787,11 @@ def print_assumptions(results: dict, a: argparse.Namespace, nodes: int | None,
         "upper bound",
         f"train: {a.epochs} epoch(s) of the measured crops per video, at the cost measured for "
         f"a ResNet-18 U-Net at 64 px on CPU, times --train-factor {a.train_factor:g}",
-        f"GPU-h of train and score are ESTIMATES: CPU-h / {a.gpu_speedup:g}, an assumed "
-        "speed-up of one A10G over one CPU core, not measured here (no GPU); score also "
-        f"decodes and tracks on the CPU; scored at {SCORE_FRAMES} frames a video",
+        f"GPU-h of train are an ESTIMATE: CPU-h / {a.gpu_speedup:g}, an assumed speed-up of "
+        "one A10G over one CPU core (an H100 trained 12.7x faster than 16 CPU threads, "
+        "benchmarks/gpu.py); score runs on CPU nodes, since a GPU scored a 10-s 1080p video "
+        "only 1.1 to 1.2x faster than the same machine's CPUs (decoding and face tracking stay "
+        f"on the CPU); scored at {SCORE_FRAMES} frames a video",
         "nodes: the cluster stage alone on the head, then each other stage on that many "
         "nodes of its type (so all finish in the hours asked); node start-up, the head's own "
         "cost and data transfer are not counted" + ("" if nodes is not None else
@@ -862,7 +869,7 @@ def parse_args() -> argparse.Namespace:
                    help="training cost per crop relative to the measured 64-px ResNet-18 "
                         "(e.g. about (224/64)**2 = 12 for the default image size)")
     p.add_argument("--gpu-speedup", type=float, default=20.0,
-                   help="assumed speed-up of one GPU over one CPU core (train, score)")
+                   help="assumed speed-up of one GPU over one CPU core for training")
     return p.parse_args()
 
 
