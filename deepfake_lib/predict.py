@@ -217,7 +217,7 @@ def sample_frames(path: str, detector: faces.FaceDetector, count: int
     scoring costs. Raises :class:`deepfake_lib.video.VideoError`."""
     info = video.probe(path)
     chosen = strip_frames(list(range(info.frame_count)), count)
-    frames = video.read_frames_near(path, chosen)
+    frames = video.read_frames_near(path, chosen, info)
     found = link({i: detector.detect(frame) for i, frame in frames.items()})
     return frames, FaceTracks(found, info.frame_count, info.height, info.width, interval=1)
 

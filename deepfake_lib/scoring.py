@@ -184,7 +184,7 @@ def score_video(path: str, face_detector: faces.FaceDetector, model, config: Sco
             chosen = sorted({int(round(i)) for i in np.linspace(
                 0, info.frame_count - 1, min(config.frames, info.frame_count))})
             t = time.perf_counter()
-            decoded = video.read_frames_near(local, set(wanted) | set(chosen))
+            decoded = video.read_frames_near(local, set(wanted) | set(chosen), info)
             row["decode_s"] = time.perf_counter() - t
             t = time.perf_counter()
             tracks = track_faces(local, face_detector, config.detect_every_s, frames=decoded)

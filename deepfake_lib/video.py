@@ -220,7 +220,8 @@ def read_frames(path: str, indices: Iterable[int]) -> dict[int, np.ndarray]:
     return frames
 
 
-def read_frames_near(path: str, indices: Iterable[int]) -> dict[int, np.ndarray]:
+def read_frames_near(path: str, indices: Iterable[int], info: VideoInfo | None = None
+                     ) -> dict[int, np.ndarray]:
     """Like :func:`read_frames`, but each index gets the nearest frame (in display order, at
     most :data:`NEAR_FRAMES` away, earlier on a tie) among those some other frame is predicted
     from: FFmpeg skips the others (non-reference B-frames) without decoding them.
@@ -233,13 +234,14 @@ def read_frames_near(path: str, indices: Iterable[int]) -> dict[int, np.ndarray]
     frame rate), this reads the exact frames with :func:`read_frames`. For scoring, where which
     of two neighbouring frames is classified does not matter; a fake compared with its
     original frame by frame needs :func:`read_frames`. Raises ``VideoError`` as it does.
+    ``info``: the video's :func:`probe`, when the caller has it.
     """
     wanted = sorted({int(i) for i in indices})
     if not wanted or media_kind(path) == "image":
         return read_frames(path, wanted)
     if wanted[0] < 0:
         raise ValueError(f"frame indices must be >= 0, got {wanted[0]}")
-    info = probe(path)  # the typed errors of a file that does not open, and the rotation
+    info = info or probe(path)  # the typed errors of a file that does not open; the rotation
     if info.fps <= 0:
         return read_frames(path, wanted)
     try:

@@ -125,9 +125,9 @@ def test_fewer_videos_than_cpus_share_the_cpus_and_flags_given_stay(ray_session)
 
     cpus = ray_session.cluster_resources()["CPU"]
     config = ScoreConfig(data=(), out="unused")
-    shapes = {videos: (c.actors, c.cpus_per_actor)
-              for videos, c in ((n, sized(config, n)) for n in (1, 100))}
-    assert cpus >= 2 and shapes == {1: (1, cpus), 100: (cpus, 1)}
+    one, many = sized(config, 1), sized(config, 100)
+    assert cpus >= 2 and (one.actors, one.cpus_per_actor) == (1, cpus)
+    assert (many.actors, many.cpus_per_actor) == (cpus, 1)
     asked = sized(dataclasses.replace(config, actors=1, cpus_per_actor=0.5), 100)
     assert (asked.actors, asked.cpus_per_actor) == (1, 0.5)
     on_gpus = sized(dataclasses.replace(config, gpus_per_actor=0.5), 1)
