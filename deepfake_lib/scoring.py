@@ -100,6 +100,9 @@ class ScoreSummary:
     statuses: dict[str, int] = field(default_factory=dict)
     leaderboard: dict | None = None
     seconds: float = 0.0
+    # the pool as sized for this run (None when every video was already scored)
+    actors: int | None = None
+    cpus_per_actor: float | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -108,8 +111,10 @@ class ScoreSummary:
 
     def text(self) -> str:
         statuses = ", ".join(f"{n} {k}" for k, n in sorted(self.statuses.items()))
-        text = (f"score: {self.videos} videos ({statuses}) in {format_seconds(self.seconds)}; "
-                f"submission in {storage.join(self.out, 'submission.csv')}")
+        pool = (f" by {self.actors} actors of {self.cpus_per_actor:g} CPUs"
+                if self.actors else "")
+        text = (f"score: {self.videos} videos ({statuses}) in {format_seconds(self.seconds)}"
+                f"{pool}; submission in {storage.join(self.out, 'submission.csv')}")
         if self.leaderboard:
             lb = self.leaderboard
             data = {None: "", "train": "TRAINING "}.get(lb.get("data"), f"{lb.get('data')} ")
@@ -295,6 +300,7 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     check_locations([config.out, *config.data, model_dir], config.shared_fs)
     todo = [(n, rows.to_pylist()) for n, rows in planned if n not in done]
     progress = Progress("score", sum(len(r) for _, r in todo), every_s=config.progress_every_s)
+    pool_config = None
     if todo:
         pool_config = sized(config, sum(len(r) for _, r in todo))
         check_resources("score actors (--actors, --cpus-per-actor, --gpus-per-actor)",
@@ -302,28 +308,18 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
                         pool_config.actors)
         pool = ScorerPool(VideoScorer, (model_dir, pool_config, fallback, faults), pool_config,
                           fallback)
-        waiting = [(name, row) for name, rows in todo for row in rows]
-        batch_of = {row["video_id"]: name for name, row in waiting}
+        batch_of = {row["video_id"]: name for name, rows in todo for row in rows}
         results: dict[str, dict[str, dict]] = {name: {} for name, _ in todo}
         expected = {name: len(rows) for name, rows in todo}
-        queue = iter(waiting)
-        remaining = len(waiting)
-        while remaining:
-            while pool.idle and pool.retry:
-                pool.submit(pool.retry.pop(), tries=1)
-            while pool.idle and (item := next(queue, None)) is not None:
-                pool.submit(item[1])
-            for row, scored in pool.collect():
-                remaining -= 1
-                scored["label"] = _label(row["label"])
-                name = batch_of[row["video_id"]]
-                results[name][row["video_id"]] = scored
-                progress.update(1, **{scored["status"]: 1})
-                if len(results[name]) == expected[name]:
-                    run.write_parquet(f"scores/{name}.parquet",
-                                      pa.Table.from_pylist(list(results.pop(name).values()),
-                                                           SCORE_SCHEMA))
-        pool.close()
+        for row, scored in pool.run([row for _, rows in todo for row in rows]):
+            scored["label"] = _label(row["label"])
+            name = batch_of[row["video_id"]]
+            results[name][row["video_id"]] = scored
+            progress.update(1, **{scored["status"]: 1})
+            if len(results[name]) == expected[name]:
+                run.write_parquet(f"scores/{name}.parquet",
+                                  pa.Table.from_pylist(list(results.pop(name).values()),
+                                                       SCORE_SCHEMA))
     progress.close()
 
     rows = run.read_parquet("scores").to_pylist()
@@ -338,6 +334,8 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
             run.write_bytes("figures/roc_calibration.png", figure)
     summary = ScoreSummary(out=run.location, videos=len(rows),
                            statuses=dict(Counter(r["status"] for r in rows)), leaderboard=board,
-                           seconds=time.monotonic() - start)
+                           seconds=time.monotonic() - start,
+                           actors=pool_config.actors if pool_config else None,
+                           cpus_per_actor=pool_config.cpus_per_actor if pool_config else None)
     records.write(run, "score", config, inputs, summary)
     return summary

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import ray
 from sklearn.metrics import log_loss as sk_log_loss
 
 from deepfake_lib import faces, metrics
@@ -44,6 +45,10 @@ def test_every_shared_video_is_scored_once_and_the_leaderboard_is_right(tiny_mod
     assert scores.schema.equals(SCORE_SCHEMA, check_metadata=False)
     rows = scores.to_pylist()
     assert {r["status"] for r in rows} == {"ok"} and summary.statuses == {"ok": 11}
+    # the pool as sized is recorded, and it fits the cluster
+    record = json.loads((out / "score.json").read_text())["summary"]
+    assert record["actors"] == summary.actors >= 1 and record["cpus_per_actor"] >= 1
+    assert summary.actors * summary.cpus_per_actor <= ray.cluster_resources()["CPU"]
     for r in rows:
         assert 0.01 <= r["prob"] <= 0.99 and r["n_faces"] >= r["n_frames"] > 0
         assert r["seconds"] >= r["decode_s"] + r["locate_s"] + r["classify_s"] - 1e-3
