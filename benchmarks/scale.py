@@ -1,6 +1,7 @@
 """Scale benchmark: how each stage's cost grows with the data, and a capacity plan for DFDC.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py [--sizes 1 4 16] [--results FILE]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py [--sizes 1 4 16] [--repeats 2]
+        [--parts stages clusters listing nodes] [--results FILE]
     .venv/bin/python benchmarks/scale.py --plan [--results FILE] [--hours 24]
 
 Measures, into ``--results`` (JSON, default ``runs/scale.json``), then prints:
@@ -10,12 +11,15 @@ Measures, into ``--results`` (JSON, default ``runs/scale.json``), then prints:
    first ``--pairs``) and ``--fakes`` fakes of each (links to its FF++ fake), all under new
    DFDC-like names, with a ``metadata.json`` whose fakes name their original. The five stages
    run in order through the library on one run directory per size, each (size, stage) in a
-   fresh Python on a local Ray of ``--cpus`` CPUs. Settings: encode as its defaults (reals
-   only, batches of 8); cluster with every real kept in the subset (``per_cluster`` unbounded,
-   noise included: copies of three people would otherwise give a subset that does not grow);
-   prepare every 25th frame; train 1 epoch of a ResNet-18 U-Net at 64 px, no pretrained
-   weights, 1 worker, batches of 16; score 8 frames a video with a 120-s budget (so a loaded
-   machine measures the work, not the time limit).
+   fresh Python on a local Ray of ``--cpus`` CPUs; every size ``--repeats`` times, in turn.
+   Settings: encode as its defaults (reals only, batches of 8); cluster with every real kept
+   in the subset (``per_cluster`` unbounded, noise included: copies of three people would
+   otherwise give a subset that does not grow); prepare every 25th frame, with no validation
+   split (the copies of three people fall into a few identity clusters, and one cluster more
+   or less in validation would change training's share of the crops from size to size);
+   train 1 epoch of a ResNet-18 U-Net at 64 px, no pretrained weights, 1 worker, batches of
+   16; score 8 frames a video with a 120-s budget (so a loaded machine measures the work, not
+   the time limit).
 
    Per stage: wall seconds of the stage call (Ray already started); CPU seconds and bytes
    read (``rchar`` of ``/proc/PID/io``: every ``read()``, page cache, pipes and sockets
@@ -25,26 +29,32 @@ Measures, into ``--results`` (JSON, default ``runs/scale.json``), then prints:
    steps; one actor call per scored video; cluster runs in the driver). Before the timing,
    the stage's module is imported in the driver and in Ray's workers, with encode's and
    prepare's face models loaded: a fixed cost per process. Processes the stage starts
-   (Ray Train's, the scorers) count whole, imports and models included. Exponents:
-   least-squares slope of log(cost) against log(size); target 1.0 +- 0.1, driver memory
-   flat within 1.5x. A fixed cost (Ray Train's start, the scorers' models) pulls an exponent
-   below 1 at small sizes, so the table also gives the slope between the two largest sizes
-   (where the fixed cost weighs least) and fits cost = fixed + per-x * size.
-2. **Listing.** ``build_manifest`` and ``encode.plan_batches`` alone over zero-byte .mp4 files
+   (Ray Train's, the scorers) count whole, imports and models included. Exponents, of each
+   cost's least over the repeats: the least-squares slope of log(cost) against log(size),
+   and ``k`` of cost = fixed + b * size^k (fixed >= 0), the exponent of the part that grows,
+   since a fixed cost (Ray Train's start, the scorers' models) pulls the slope below 1 at
+   small sizes; target 1.0 +- 0.1, driver memory flat within 1.5x. Also a fit of cost =
+   fixed + per-x * size.
+2. **Clusters.** The copies hold three people, so the cluster stage above is nearly all
+   set-up. Here it runs alone on synthetic DFDC-like encodings (``benchmarks/cluster.py``'s)
+   of 40 people per 1x with 33 faces each (DFDC: 18,895 faces of 570 people) and 5% strays,
+   figures included, after a small warm-up run in the same process; wall, CPU, peak RSS and
+   the same exponents.
+3. **Listing.** ``build_manifest`` and ``encode.plan_batches`` alone over zero-byte .mp4 files
    in parts of 2,400 with a ``metadata.json`` (one REAL, five FAKE of it, as DFDC's ratio
    roughly), at ``--listing`` counts, on the local disk and on a loopback S3 (moto's server,
    filled with boto3, up to ``--s3-max`` videos: moto takes about 200 PUTs/s here). Wall
    seconds and peak RSS of a fresh Python, then the peak of Python's own allocations
    (tracemalloc) in a second pass.
-3. **Nodes.** Encode throughput (videos/s) on a fake cluster (``ray.cluster_utils.Cluster``: a
+4. **Nodes.** Encode throughput (videos/s) on a fake cluster (``ray.cluster_utils.Cluster``: a
    head with no CPU and one-CPU worker nodes, local paths shared) with two worker nodes and
    with one, in the same run, over ``--nodes-videos`` links to the FF++ originals in batches
    of 2, each node's worker warmed first (module imported, face models loaded). Target: two
    nodes >= 1.6x one. The nodes that ran a batch are read from Ray's state API.
-4. **Plan** (``--plan``): from the per-unit costs measured (the slope of cost against units
-   over the sizes), CPU-hours, GPU-hours (training; scoring runs on CPU nodes), bytes
-   written, node counts, wall time and spot cost for the whole DFDC, on the node types of
-   ``cluster.yaml``. It prints its assumptions.
+5. **Plan** (``--plan``): from the per-unit costs measured (the slope of cost against units
+   over the sizes; the cluster stage's from part 2 when measured), CPU-hours, GPU-hours
+   (training; scoring runs on CPU nodes), bytes written, node counts, wall time and spot cost
+   for the whole DFDC, on the node types of ``cluster.yaml``. It prints its assumptions.
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ import importlib
 import json
 import math
 import os
+import resource
 import socket
 import sys
 import tempfile
@@ -82,6 +93,8 @@ TRAIN_BATCH = 16
 SCORE_FRAMES = 8
 DFDC_VIDEOS, DFDC_REALS = 119_154, 19_154
 SEED_CLUSTERS = 570        # people the seed found in DFDC (18,895 faces)
+FACES_PER_PERSON = 33      # 18,895 / 570
+CLUSTER_PEOPLE = 40        # synthetic people per 1x for --parts clusters
 AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
 
 # instance type: (vCPUs, GPUs, GPU model), for the node types of cluster.yaml
@@ -298,11 +311,12 @@ def run_cluster_stage(data: str, run: str) -> dict:
 
 
 def run_prepare_stage(data: str, run: str) -> dict:
-    """Prepare every 25th frame: units are the videos decoded, tasks its batches."""
+    """Prepare every 25th frame, no validation split: units are the videos decoded, tasks its
+    batches."""
     from deepfake_lib.prepare import PrepareConfig, run_prepare  # noqa: PLC0415
 
     summary = run_prepare(PrepareConfig(data=(data,), out=run, every=PREPARE_EVERY,
-                                        tasks=quiet_tasks()))
+                                        val_fraction=0.0, tasks=quiet_tasks()))
     return {"units": summary.units + summary.fakes, "tasks": summary.batches,
             "crops": sum(summary.crops.values()), "summary": summary.text()}
 
@@ -458,7 +472,42 @@ def child_nodes(data: str, out: str, workers: str) -> None:
                       "nodes_used": nodes}))
 
 
-CHILDREN = {"stage": child_stage, "listing": child_listing, "nodes": child_nodes}
+def child_cluster(out: str, people: str) -> None:
+    """The cluster stage on ``people`` synthetic people, after a small run that imports and
+    warms what it uses (a fixed cost per process, as the other stages' warm-up); prints JSON."""
+    from cluster import write_synthetic_run  # noqa: PLC0415 - benchmarks/cluster.py
+
+    from deepfake_lib.clustering import ClusterConfig, run_cluster  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as warm:
+        write_synthetic_run(warm, 20, 10)
+        run_cluster(ClusterConfig(out=warm))
+    write_synthetic_run(out, int(people), FACES_PER_PERSON)
+    before = folder_bytes(Path(out))
+    cpu, read = process_cpu_s(), read_chars()
+    start = time.monotonic()
+    summary = run_cluster(ClusterConfig(out=out))
+    wall = time.monotonic() - start
+    print(json.dumps({"units": summary.faces, "clusters": summary.clusters, "wall_s": wall,
+                      "cpu_s": process_cpu_s() - cpu, "read_bytes": read_chars() - read,
+                      "peak_rss_mb": peak_rss_mb(), "out_bytes": folder_bytes(Path(out)) - before}))
+
+
+def process_cpu_s() -> float:
+    """CPU seconds of this process, every thread."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def read_chars() -> int:
+    """``rchar`` of this process (``/proc/self/io``)."""
+    line = next(li for li in Path("/proc/self/io").read_text().splitlines()
+                if li.startswith("rchar:"))
+    return int(line.split()[1])
+
+
+CHILDREN = {"stage": child_stage, "listing": child_listing, "nodes": child_nodes,
+            "cluster": child_cluster}
 
 
 # --- measuring, in the parent ---------------------------------------------------------------
@@ -471,22 +520,47 @@ def child_or_error(*args: str) -> dict:
         return {"error": str(exc).strip().splitlines()[-1][:200]}
 
 
-def measure_stages(work: Path, sizes: list[int], pairs: int, fakes: int, cpus: int) -> list:
-    """Each stage at each size, one run directory per size, one fresh Python per stage."""
+def measure_stages(work: Path, sizes: list[int], pairs: int, fakes: int, cpus: int,
+                   repeats: int) -> list:
+    """Each stage at each size, one run directory per size and repeat, one fresh Python per
+    stage; the sizes in turn, ``repeats`` times (so that a drift of the machine's speed
+    touches every size)."""
     rows = []
-    for size in sizes:
-        data = build_scaled(work / f"data_{size}x", size, pairs, fakes)
-        run = work / f"run_{size}x"
-        for stage in STAGES:
-            before = folder_bytes(run)
-            inputs = stage_input_bytes(stage, data, run)
-            result = child_or_error("stage", str(data), str(run), stage, str(cpus))
-            rows.append({"stage": stage, "size": size, "videos": size * pairs * (1 + fakes),
-                         "input_bytes": inputs, "out_bytes": folder_bytes(run) - before,
+    for repeat in range(repeats):
+        for size in sizes:
+            data = work / f"data_{size}x"
+            if not data.exists():
+                build_scaled(data, size, pairs, fakes)
+            run = work / f"run_{size}x_{repeat}"
+            for stage in STAGES:
+                before = folder_bytes(run)
+                inputs = stage_input_bytes(stage, data, run)
+                result = child_or_error("stage", str(data), str(run), stage, str(cpus))
+                rows.append({"stage": stage, "size": size, "repeat": repeat,
+                             "videos": size * pairs * (1 + fakes), "input_bytes": inputs,
+                             "out_bytes": folder_bytes(run) - before, **result})
+                done = (f"{result['wall_s']:.1f} s" if "wall_s" in result
+                        else f"failed: {result['error']}")
+                print(f"scale: {size}x {stage} (repeat {repeat}): {done}", file=sys.stderr,
+                      flush=True)
+    return rows
+
+
+def measure_clusters(work: Path, sizes: list[int], repeats: int) -> list:
+    """The cluster stage on synthetic DFDC-like encodings of :data:`CLUSTER_PEOPLE` people
+    per 1x, :data:`FACES_PER_PERSON` faces each, one fresh Python per size and repeat."""
+    rows = []
+    for repeat in range(repeats):
+        for size in sizes:
+            people = CLUSTER_PEOPLE * size
+            result = child_or_error("cluster", str(work / f"cluster_{size}x_{repeat}"),
+                                    str(people))
+            rows.append({"stage": "cluster", "size": size, "repeat": repeat, "people": people,
                          **result})
             done = (f"{result['wall_s']:.1f} s" if "wall_s" in result
                     else f"failed: {result['error']}")
-            print(f"scale: {size}x {stage}: {done}", file=sys.stderr, flush=True)
+            print(f"scale: cluster of {people} people (repeat {repeat}): {done}",
+                  file=sys.stderr, flush=True)
     return rows
 
 
@@ -552,6 +626,43 @@ def exponent(sizes: list[float], values: list[float]) -> float | None:
     return float(np.polyfit(np.log(sizes), np.log(values), 1)[0])
 
 
+def growth(sizes: list[float], values: list[float]) -> float | None:
+    """``k`` of value = fixed + b * size ** k (fixed >= 0, b > 0), by least squares on the
+    relative residuals over k in 0.05 to 3: the exponent of the part of the cost that grows,
+    whatever the fixed cost. None without three sizes or when the value does not grow."""
+    if len(set(sizes)) < 3 or min(values) <= 0 or max(values) <= values[0]:
+        return None
+    x, y = np.asarray(sizes, float), np.asarray(values, float)
+    best, best_k = math.inf, None
+    for k in np.arange(0.05, 3.0001, 0.005):
+        columns = np.stack([np.ones_like(x), x**k], axis=1) / y[:, None]
+        coef = np.linalg.lstsq(columns, np.ones_like(y), rcond=None)[0]
+        if coef[0] < 0:  # no fixed cost: the power law alone
+            coef = np.array([0.0, columns[:, 1].sum() / (columns[:, 1] ** 2).sum()])
+        if coef[1] <= 0:
+            continue
+        error = float(((columns @ coef - 1) ** 2).sum())
+        if error < best - 1e-12:
+            best, best_k = error, float(k)
+    return best_k
+
+
+def least(rows: list[dict]) -> list[dict]:
+    """One row per (stage, size) of the measurements that did not fail, each cost the least
+    over the repeats (the run that anything else on the machine disturbed least)."""
+    found: dict[tuple, dict] = {}
+    for r in rows:
+        if "error" in r:
+            continue
+        key = (r["stage"], r["size"])
+        if key not in found:
+            found[key] = dict(r)
+            continue
+        for cost in ("wall_s", "cpu_s", "read_bytes", "peak_rss_mb"):
+            found[key][cost] = min(found[key][cost], r[cost])
+    return sorted(found.values(), key=lambda r: r["size"])
+
+
 def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     """(fixed, per unit) of ys = fixed + per unit * xs by least squares, neither below 0 (a
     slope that is not positive: ys are flat, their mean); with one x, (0, ys / xs)."""
@@ -573,44 +684,67 @@ def print_stages(rows: list[dict]) -> None:
     table = []
     for r in rows:
         if "error" in r:
-            table.append([r["stage"], f"{r['size']}x", r["videos"], *["-"] * 8,
-                          f"failed: {r['error']}"])
+            table.append([r["stage"], f"{r['size']}x", r.get("repeat", 0), r["videos"],
+                          *["-"] * 8, f"failed: {r['error']}"])
             continue
-        table.append([r["stage"], f"{r['size']}x", r["videos"], r["units"],
+        table.append([r["stage"], f"{r['size']}x", r.get("repeat", 0), r["videos"], r["units"],
                       "driver" if r["tasks"] is None else r["tasks"], r["wall_s"], r["cpu_s"],
                       r["read_bytes"] / MB, r["input_bytes"] / MB,
                       r["read_bytes"] / r["input_bytes"] if r["input_bytes"] else "-",
                       r["out_bytes"] / MB, r["peak_rss_mb"]])
     print_table("Stages at each size (units: encode reals, cluster faces, prepare videos "
                 "decoded, train crops, score videos)",
-                ["stage", "size", "videos", "units", "tasks", "wall s", "CPU s", "MB read",
+                ["stage", "size", "repeat", "videos", "units", "tasks", "wall s", "CPU s",
+                 "MB read",
                  "input MB", "read/input", "MB written", "driver peak MB"], table)
-    measured = [r for r in rows if "error" not in r]
+    best = least(rows)
     table = []
     for stage in STAGES:
-        got = sorted((r for r in measured if r["stage"] == stage), key=lambda r: r["size"])
+        got = [r for r in best if r["stage"] == stage]
         if not got:
             continue
         sizes = [r["size"] for r in got]
-        walls = [r["wall_s"] for r in got]
+        walls, cpus = [r["wall_s"] for r in got], [r["cpu_s"] for r in got]
         memory = [r["peak_rss_mb"] for r in got]
         reads = [r["read_bytes"] for r in got]
         fixed, per_x = linear_fit(sizes, walls)
         read_per_x = linear_fit(sizes, reads)[1]
         input_per_x = linear_fit(sizes, [r["input_bytes"] for r in got])[1]
         table.append([stage, f"{sizes[0]}x-{sizes[-1]}x", fmt(exponent(sizes, walls)),
-                      fmt(exponent(sizes, [r["cpu_s"] for r in got])),
-                      fmt(exponent(sizes[-2:], walls[-2:])),
-                      fmt(exponent(sizes[-2:], [r["cpu_s"] for r in got[-2:]])),
-                      fmt(exponent(sizes, reads)), fmt(exponent(sizes, memory)),
-                      memory[-1] / memory[0], fixed, per_x, read_per_x / MB,
-                      read_per_x / input_per_x if input_per_x else "-"])
-    print_table("Exponents: slope of log(cost) against log(size) (target 1.0 +- 0.1; driver "
-                "memory: flat, last/first within 1.5x), and cost = fixed + per 1x * size",
-                ["stage", "sizes", "wall", "CPU", "wall, largest 2", "CPU, largest 2",
-                 "bytes read", "driver memory",
-                 "memory last/first", "wall fixed s", "wall s per 1x", "MB read per 1x",
-                 "read/input per 1x"], table)
+                      fmt(exponent(sizes, cpus)), fmt(growth(sizes, walls)),
+                      fmt(growth(sizes, cpus)), fmt(exponent(sizes, reads)),
+                      fmt(exponent(sizes, memory)), memory[-1] / memory[0], fixed, per_x,
+                      read_per_x / MB, read_per_x / input_per_x if input_per_x else "-"])
+    print_table("Exponents, each cost the least over the repeats: slope of log(cost) against "
+                "log(size), and k of cost = fixed + b * size^k (the growing part; - where the "
+                "cost does not grow); target 1.0 +- 0.1; driver memory flat, last/first within "
+                "1.5x; and wall = fixed + per 1x * size",
+                ["stage", "sizes", "wall", "CPU", "wall k, fixed removed",
+                 "CPU k, fixed removed", "bytes read", "driver memory", "memory last/first",
+                 "wall fixed s", "wall s per 1x", "MB read per 1x", "read/input per 1x"], table)
+
+
+def print_clusters(rows: list[dict]) -> None:
+    """The cluster stage on synthetic people: every measurement, then its exponents."""
+    table = [[r["size"], r["people"], *(["-"] * 6 + [f"failed: {r['error']}"] if "error" in r
+                                        else [r["units"], r["clusters"], r["wall_s"],
+                                              r["cpu_s"], r["peak_rss_mb"],
+                                              r["out_bytes"] / MB])]
+             for r in rows]
+    best = least(rows)
+    if len(best) >= 2:
+        sizes = [r["size"] for r in best]
+        table.append(["exponent", "-", "-", "-", *(fmt(exponent(sizes, [r[k] for r in best]))
+                                                  for k in ("wall_s", "cpu_s", "peak_rss_mb")),
+                      "-"])
+        table.append(["k, fixed removed", "-", "-", "-",
+                      *(fmt(growth(sizes, [r[k] for r in best]))
+                        for k in ("wall_s", "cpu_s", "peak_rss_mb")), "-"])
+    print_table(f"Cluster stage on synthetic DFDC-like encodings ({CLUSTER_PEOPLE} people per "
+                f"1x, {FACES_PER_PERSON} faces each and 5% strays, as DFDC's; figures "
+                "included; exponents of the least cost over the repeats)",
+                ["size", "people", "faces", "clusters", "wall s", "CPU s", "peak RSS MB",
+                 "MB written"], table)
 
 
 def print_listing(rows: list[dict], s3_max: int) -> None:
@@ -698,14 +832,20 @@ def dfdc_units(rows: list[dict], subset_reals: int, epochs: int) -> dict[str, fl
             "train": prepared * crops_per_video * epochs, "score": DFDC_VIDEOS}
 
 
-def plan_rows(rows: list[dict], a: argparse.Namespace, types: dict) -> list[dict]:
+def plan_rows(results: dict, a: argparse.Namespace, types: dict) -> list[dict]:
     """Per stage: DFDC units, CPU-hours, GPU-hours (estimate), bytes written, node-hours,
-    and whether its CPU time did not grow over the sizes measured (``flat``)."""
+    and whether its CPU time did not grow over the sizes measured (``flat``). Costs are the
+    least over the repeats; the cluster stage's per face from the synthetic people when
+    measured (``--parts clusters``), else from the copies."""
+    rows = least(results["stages"])
     units = dfdc_units(rows, a.subset_reals, a.epochs)
     plan = []
     for stage in STAGES:
-        fixed, cost = per_unit(rows, stage, "cpu_s")
-        out_fixed, out_cost = per_unit(rows, stage, "out_bytes")
+        costs = rows
+        if stage == "cluster" and least(results.get("clusters", [])):
+            costs = least(results["clusters"])
+        fixed, cost = per_unit(costs, stage, "cpu_s")
+        out_fixed, out_cost = per_unit(costs, stage, "out_bytes")
         factor = a.train_factor if stage == "train" else 1.0
         cpu_h = (fixed + cost * units[stage]) / 3600 * factor
         role = STAGE_NODE[stage]
@@ -748,7 +888,7 @@ def print_plan(results: dict, a: argparse.Namespace) -> None:
                 ["role", "node type", "instance", "vCPUs", "GPUs", "max workers"],
                 [[role, t["name"], t["instance"], t["vcpus"], f"{t['gpus']} {t['gpu']}",
                   t["max"]] for role, t in types.items()])
-    plan = plan_rows(results["stages"], a, types)
+    plan = plan_rows(results, a, types)
     nodes = schedule(plan, a.hours)
     price = {"cpu": a.spot_price_cpu, "gpu": a.spot_price_gpu, "head": None}
     table = [plan_line(p, nodes, types, price[p["role"]]) for p in plan]
@@ -776,9 +916,12 @@ def print_assumptions(results: dict, a: argparse.Namespace, nodes: int | None,
         "frames of 1080p (about 1.9x the pixels): decoding-bound stages may cost up to that "
         "much more",
         f"encode: the {DFDC_REALS:,} reals; cluster: in one process on the head, its faces "
-        "as many per real as measured, its cost extrapolated linearly from the few faces here "
-        "(clustered without t-SNE below 50 faces): at DFDC's size it runs t-SNE, whose time "
-        "at 20,000 faces benchmarks/cluster.py measures; prefer that",
+        "as many per real as measured, " + (
+            "at the cost per face measured on synthetic people ("
+            + ", ".join(f"{r['units']:,}" for r in least(results["clusters"]))
+            + " faces, --parts clusters)" if least(results.get("clusters", [])) else
+            "its cost extrapolated linearly from the copies' few faces and three people "
+            "(nearly all set-up): measure --parts clusters for a cost per face"),
         f"prepare: the subset the cluster stage picks, assumed {a.subset_reals:,} reals (the "
         f"seed's {SEED_CLUSTERS} people x 3 per person) with "
         f"{(DFDC_VIDEOS - DFDC_REALS) / DFDC_REALS:.2f} fakes each, every {PREPARE_EVERY}th "
@@ -817,15 +960,19 @@ def machine() -> str:
 def measure(a: argparse.Namespace) -> dict:
     """Measure the parts asked for, print their tables, write ``--results``."""
     results = {"date": date.today().isoformat(), "machine": machine(),
-               "settings": {"sizes": a.sizes, "pairs": a.pairs, "fakes": a.fakes,
-                            "cpus": a.cpus, "listing": a.listing, "s3_max": a.s3_max,
-                            "nodes_videos": a.nodes_videos},
-               "stages": [], "listing": [], "nodes": []}
+               "settings": {"sizes": a.sizes, "repeats": a.repeats, "pairs": a.pairs,
+                            "fakes": a.fakes, "cpus": a.cpus, "listing": a.listing,
+                            "s3_max": a.s3_max, "nodes_videos": a.nodes_videos},
+               "stages": [], "clusters": [], "listing": [], "nodes": []}
     with tempfile.TemporaryDirectory(prefix="bench_scale_", dir=a.work) as tmp:
         work = Path(tmp)
         if "stages" in a.parts:
-            results["stages"] = measure_stages(work, a.sizes, a.pairs, a.fakes, a.cpus)
+            results["stages"] = measure_stages(work, a.sizes, a.pairs, a.fakes, a.cpus,
+                                               a.repeats)
             print_stages(results["stages"])
+        if "clusters" in a.parts:
+            results["clusters"] = measure_clusters(work, a.sizes, a.repeats)
+            print_clusters(results["clusters"])
         if "listing" in a.parts:
             results["listing"] = measure_listing(work, a.listing, a.s3_max)
             print_listing(results["listing"], a.s3_max)
@@ -843,6 +990,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--repeats", type=int, default=1,
+                   help="measure every size this many times; each cost's least counts")
     p.add_argument("--pairs", type=int, default=3, choices=(1, 2, 3),
                    help="FF++ originals (each with its fakes) in the 1x set")
     p.add_argument("--fakes", type=int, default=1, help="fakes per original (links)")
@@ -851,8 +1000,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--s3-max", type=int, default=30_000,
                    help="most listed videos uploaded to the loopback S3")
     p.add_argument("--nodes-videos", type=int, default=24)
-    p.add_argument("--parts", nargs="+", default=["stages", "listing", "nodes"],
-                   choices=("stages", "listing", "nodes"), help="what to measure")
+    p.add_argument("--parts", nargs="+", default=["stages", "clusters", "listing", "nodes"],
+                   choices=("stages", "clusters", "listing", "nodes"), help="what to measure")
     p.add_argument("--work", help="folder for the temporary data sets (default: system temp)")
     p.add_argument("--results", type=Path, default=ROOT / "runs" / "scale.json")
     p.add_argument("--plan", action="store_true",
