@@ -4,13 +4,14 @@
         [--parts stages clusters listing nodes] [--results FILE]
     .venv/bin/python benchmarks/scale.py --plan [--results FILE] [--hours 24]
 
-Measures, into ``--results`` (JSON, default ``runs/scale.json``), then prints:
+Measures, into ``--results`` (JSON, default ``runs/scale.json``, written anew by each run: measure
+the parts the plan needs, stages and clusters, in one run), then prints:
 
 1. **Stages.** DFDC-layout data sets of growing size (``--sizes``, times the 1x set): each copy
    ``k`` is a part ``dfdc_train_part_k/`` holding the FF++ originals of the shared data (the
    first ``--pairs``) and ``--fakes`` fakes of each (links to its FF++ fake), all under new
    DFDC-like names, with a ``metadata.json`` whose fakes name their original. The five stages
-   run in order through the library on one run directory per size, each (size, stage) in a
+   run in order through the library on one run directory per size and repeat, each stage in a
    fresh Python on a local Ray of ``--cpus`` CPUs; every size ``--repeats`` times, in turn.
    Settings: encode as its defaults (reals only, batches of 8); cluster with every real kept
    in the subset (``per_cluster`` unbounded, noise included: copies of three people would
@@ -29,17 +30,21 @@ Measures, into ``--results`` (JSON, default ``runs/scale.json``), then prints:
    steps; one actor call per scored video; cluster runs in the driver). Before the timing,
    the stage's module is imported in the driver and in Ray's workers, with encode's and
    prepare's face models loaded: a fixed cost per process. Processes the stage starts
-   (Ray Train's, the scorers) count whole, imports and models included. Exponents, of each
-   cost's least over the repeats: the least-squares slope of log(cost) against log(size),
-   and ``k`` of cost = fixed + b * size^k (fixed >= 0), the exponent of the part that grows,
-   since a fixed cost (Ray Train's start, the scorers' models) pulls the slope below 1 at
-   small sizes; target 1.0 +- 0.1, driver memory flat within 1.5x. Also a fit of cost =
-   fixed + per-x * size.
+   (Ray Train's, the scorers) count whole, imports and models included. Exponents (target
+   1.0 +- 0.1; driver memory flat within 1.5x): the least-squares slope of log(cost) against
+   log(size) of each size's least-CPU repeat, over every size and between the largest two;
+   and ``k`` of cost = fixed + b * size^k (fixed >= 0) fitted on every measurement, the
+   exponent of the part that grows, since a fixed cost (Ray Train's start, the scorers'
+   models) pulls the slope below 1 at small sizes. ``k`` needs more measurements than three
+   (four sizes, or repeats): three determine it exactly, noise included. Also a fit of cost
+   = fixed + per-x * size.
 2. **Clusters.** The copies hold three people, so the cluster stage above is nearly all
    set-up. Here it runs alone on synthetic DFDC-like encodings (``benchmarks/cluster.py``'s)
    of 40 people per 1x with 33 faces each (DFDC: 18,895 faces of 570 people) and 5% strays,
-   figures included, after a small warm-up run in the same process; wall, CPU, peak RSS and
-   the same exponents.
+   with the stage's defaults, figures included, after a small warm-up run in the same
+   process; wall, CPU, peak RSS (of the process: the warm-up and writing the encodings
+   included) and the same exponents. The thumbnails are grey squares, so its bytes written
+   are too small: the plan takes the cluster stage's from part 1.
 3. **Listing.** ``build_manifest`` and ``encode.plan_batches`` alone over zero-byte .mp4 files
    in parts of 2,400 with a ``metadata.json`` (one REAL, five FAKE of it, as DFDC's ratio
    roughly), at ``--listing`` counts, on the local disk and on a loopback S3 (moto's server,
@@ -222,12 +227,14 @@ def stage_input_bytes(stage: str, data: Path, run: Path) -> int:
 class ProcessMeter:
     """CPU seconds and ``rchar`` bytes of this process and of every process under its raylet
     but Ray's agents, polled in a thread; each process counts from its reading at
-    :meth:`start` (0 when it started later) to its last poll."""
+    :meth:`start` (0 when it started later) to its last poll. The polling thread's own CPU
+    time and reads (of ``/proc``, every process's files at each poll) are not counted."""
 
     def __init__(self, every_s: float = 0.25):
         self.every_s = every_s
         self.first: dict[int, tuple[float, int]] = {}
         self.last: dict[int, tuple[float, int]] = {}
+        self.own: tuple[float, int] = (0.0, 0)  # the polling thread's CPU seconds and reads
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -272,6 +279,8 @@ class ProcessMeter:
     def _loop(self) -> None:
         while not self._stop.wait(self.every_s):
             self._poll(baseline=False)
+        io = Path("/proc/thread-self/io").read_text().split()
+        self.own = (time.thread_time(), int(io[io.index("rchar:") + 1]))
 
     def start(self) -> None:
         self._poll(baseline=True)
@@ -284,7 +293,7 @@ class ProcessMeter:
         self._poll(baseline=False)
         cpu = sum(self.last[p][0] - self.first[p][0] for p in self.last)
         read = sum(self.last[p][1] - self.first[p][1] for p in self.last)
-        return cpu, read
+        return cpu - self.own[0], read - self.own[1]
 
 
 def quiet_tasks():
@@ -626,15 +635,24 @@ def exponent(sizes: list[float], values: list[float]) -> float | None:
     return float(np.polyfit(np.log(sizes), np.log(values), 1)[0])
 
 
+GROWTH_KS = np.arange(0.05, 3.0001, 0.005)
+
+
 def growth(sizes: list[float], values: list[float]) -> float | None:
     """``k`` of value = fixed + b * size ** k (fixed >= 0, b > 0), by least squares on the
     relative residuals over k in 0.05 to 3: the exponent of the part of the cost that grows,
-    whatever the fixed cost. None without three sizes or when the value does not grow."""
-    if len(set(sizes)) < 3 or min(values) <= 0 or max(values) <= values[0]:
-        return None
+    with a fixed cost taken out. Fitted on every measurement (repeats included), so it needs
+    more of them than its three parameters, over three sizes at least; with exactly three a
+    5% error in one of them moves k by about 0.2. None also where it says nothing: the cost
+    at the largest size not above the smallest's, a growing part under a tenth of the
+    largest cost (a flat cost and its noise), or k at the end of its range."""
     x, y = np.asarray(sizes, float), np.asarray(values, float)
-    best, best_k = math.inf, None
-    for k in np.arange(0.05, 3.0001, 0.005):
+    if len(set(sizes)) < 3 or len(y) <= 3 or y.min() <= 0:
+        return None
+    if y[x == x.max()].mean() <= y[x == x.min()].mean():
+        return None
+    best, fit = math.inf, None
+    for k in GROWTH_KS:
         columns = np.stack([np.ones_like(x), x**k], axis=1) / y[:, None]
         coef = np.linalg.lstsq(columns, np.ones_like(y), rcond=None)[0]
         if coef[0] < 0:  # no fixed cost: the power law alone
@@ -643,24 +661,33 @@ def growth(sizes: list[float], values: list[float]) -> float | None:
             continue
         error = float(((columns @ coef - 1) ** 2).sum())
         if error < best - 1e-12:
-            best, best_k = error, float(k)
-    return best_k
+            best, fit = error, (float(k), float(coef[0]), float(coef[1]))
+    if fit is None or fit[0] in (GROWTH_KS[0], GROWTH_KS[-1]):
+        return None
+    k, fixed, b = fit
+    return k if b * x.max() ** k >= 0.1 * (fixed + b * x.max() ** k) else None
 
 
 def least(rows: list[dict]) -> list[dict]:
-    """One row per (stage, size) of the measurements that did not fail, each cost the least
-    over the repeats (the run that anything else on the machine disturbed least)."""
+    """One row per (stage, size) of the measurements that did not fail: the repeat with the
+    least CPU seconds (the run that anything else on the machine disturbed least)."""
     found: dict[tuple, dict] = {}
     for r in rows:
         if "error" in r:
             continue
         key = (r["stage"], r["size"])
-        if key not in found:
-            found[key] = dict(r)
-            continue
-        for cost in ("wall_s", "cpu_s", "read_bytes", "peak_rss_mb"):
-            found[key][cost] = min(found[key][cost], r[cost])
+        if key in found and found[key]["units"] != r["units"]:
+            raise ValueError(f"{key}: the repeats did different work ({found[key]['units']} "
+                             f"and {r['units']} units)")
+        if key not in found or r["cpu_s"] < found[key]["cpu_s"]:
+            found[key] = r
     return sorted(found.values(), key=lambda r: r["size"])
+
+
+def every(rows: list[dict], stage: str, key: str) -> tuple[list[float], list[float]]:
+    """(sizes, values of ``key``) of every measurement of ``stage`` that did not fail."""
+    got = [r for r in rows if r["stage"] == stage and "error" not in r]
+    return [r["size"] for r in got], [r[key] for r in got]
 
 
 def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -711,22 +738,24 @@ def print_stages(rows: list[dict]) -> None:
         read_per_x = linear_fit(sizes, reads)[1]
         input_per_x = linear_fit(sizes, [r["input_bytes"] for r in got])[1]
         table.append([stage, f"{sizes[0]}x-{sizes[-1]}x", fmt(exponent(sizes, walls)),
-                      fmt(exponent(sizes, cpus)), fmt(growth(sizes, walls)),
-                      fmt(growth(sizes, cpus)), fmt(exponent(sizes, reads)),
+                      fmt(exponent(sizes, cpus)), fmt(exponent(sizes[-2:], cpus[-2:])),
+                      fmt(growth(*every(rows, stage, "wall_s"))),
+                      fmt(growth(*every(rows, stage, "cpu_s"))), fmt(exponent(sizes, reads)),
                       fmt(exponent(sizes, memory)), memory[-1] / memory[0], fixed, per_x,
                       read_per_x / MB, read_per_x / input_per_x if input_per_x else "-"])
-    print_table("Exponents, each cost the least over the repeats: slope of log(cost) against "
-                "log(size), and k of cost = fixed + b * size^k (the growing part; - where the "
-                "cost does not grow); target 1.0 +- 0.1; driver memory flat, last/first within "
+    print_table("Exponents (target 1.0 +- 0.1): slope of log(cost) against log(size) of the "
+                "least-CPU repeat, over every size and between the largest two; k of cost = "
+                "fixed + b * size^k fitted on every measurement (the growing part's exponent; "
+                "- where it says nothing, see growth()); driver memory flat, last/first within "
                 "1.5x; and wall = fixed + per 1x * size",
-                ["stage", "sizes", "wall", "CPU", "wall k, fixed removed",
-                 "CPU k, fixed removed", "bytes read", "driver memory", "memory last/first",
+                ["stage", "sizes", "wall", "CPU", "CPU, largest 2", "wall k, fixed out",
+                 "CPU k, fixed out", "bytes read", "driver memory", "memory last/first",
                  "wall fixed s", "wall s per 1x", "MB read per 1x", "read/input per 1x"], table)
 
 
 def print_clusters(rows: list[dict]) -> None:
     """The cluster stage on synthetic people: every measurement, then its exponents."""
-    table = [[r["size"], r["people"], *(["-"] * 6 + [f"failed: {r['error']}"] if "error" in r
+    table = [[r["size"], r["people"], *(["-"] * 5 + [f"failed: {r['error']}"] if "error" in r
                                         else [r["units"], r["clusters"], r["wall_s"],
                                               r["cpu_s"], r["peak_rss_mb"],
                                               r["out_bytes"] / MB])]
@@ -734,15 +763,17 @@ def print_clusters(rows: list[dict]) -> None:
     best = least(rows)
     if len(best) >= 2:
         sizes = [r["size"] for r in best]
-        table.append(["exponent", "-", "-", "-", *(fmt(exponent(sizes, [r[k] for r in best]))
-                                                  for k in ("wall_s", "cpu_s", "peak_rss_mb")),
+        costs = ("wall_s", "cpu_s", "peak_rss_mb")
+        table.append(["exponent", "-", "-", "-",
+                      *(fmt(exponent(sizes, [r[k] for r in best])) for k in costs), "-"])
+        table.append(["largest 2", "-", "-", "-",
+                      *(fmt(exponent(sizes[-2:], [r[k] for r in best[-2:]])) for k in costs),
                       "-"])
-        table.append(["k, fixed removed", "-", "-", "-",
-                      *(fmt(growth(sizes, [r[k] for r in best]))
-                        for k in ("wall_s", "cpu_s", "peak_rss_mb")), "-"])
+        table.append(["k, fixed out", "-", "-", "-",
+                      *(fmt(growth(*every(rows, "cluster", k))) for k in costs), "-"])
     print_table(f"Cluster stage on synthetic DFDC-like encodings ({CLUSTER_PEOPLE} people per "
                 f"1x, {FACES_PER_PERSON} faces each and 5% strays, as DFDC's; figures "
-                "included; exponents of the least cost over the repeats)",
+                "included; exponents as above)",
                 ["size", "people", "faces", "clusters", "wall s", "CPU s", "peak RSS MB",
                  "MB written"], table)
 
@@ -835,8 +866,9 @@ def dfdc_units(rows: list[dict], subset_reals: int, epochs: int) -> dict[str, fl
 def plan_rows(results: dict, a: argparse.Namespace, types: dict) -> list[dict]:
     """Per stage: DFDC units, CPU-hours, GPU-hours (estimate), bytes written, node-hours,
     and whether its CPU time did not grow over the sizes measured (``flat``). Costs are the
-    least over the repeats; the cluster stage's per face from the synthetic people when
-    measured (``--parts clusters``), else from the copies."""
+    least-CPU repeat's; the cluster stage's CPU time per face from the synthetic people when
+    measured (``--parts clusters``; their grey thumbnails make its bytes written too small,
+    so those stay the copies'), else from the copies."""
     rows = least(results["stages"])
     units = dfdc_units(rows, a.subset_reals, a.epochs)
     plan = []
@@ -845,7 +877,7 @@ def plan_rows(results: dict, a: argparse.Namespace, types: dict) -> list[dict]:
         if stage == "cluster" and least(results.get("clusters", [])):
             costs = least(results["clusters"])
         fixed, cost = per_unit(costs, stage, "cpu_s")
-        out_fixed, out_cost = per_unit(costs, stage, "out_bytes")
+        out_fixed, out_cost = per_unit(rows, stage, "out_bytes")
         factor = a.train_factor if stage == "train" else 1.0
         cpu_h = (fixed + cost * units[stage]) / 3600 * factor
         role = STAGE_NODE[stage]
@@ -1028,7 +1060,12 @@ def main() -> None:
         return CHILDREN[sys.argv[2]](*sys.argv[3:])
     a = parse_args()
     if a.plan and a.results.exists():
-        return print_plan(json.loads(a.results.read_text()), a)
+        results = json.loads(a.results.read_text())
+        if results["stages"]:  # what the plan is built on
+            print_stages(results["stages"])
+        if results.get("clusters"):
+            print_clusters(results["clusters"])
+        return print_plan(results, a)
     results = measure(a)
     if a.plan:
         print_plan(results, a)

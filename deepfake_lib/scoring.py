@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -311,15 +312,16 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
         batch_of = {row["video_id"]: name for name, rows in todo for row in rows}
         results: dict[str, dict[str, dict]] = {name: {} for name, _ in todo}
         expected = {name: len(rows) for name, rows in todo}
-        for row, scored in pool.run([row for _, rows in todo for row in rows]):
-            scored["label"] = _label(row["label"])
-            name = batch_of[row["video_id"]]
-            results[name][row["video_id"]] = scored
-            progress.update(1, **{scored["status"]: 1})
-            if len(results[name]) == expected[name]:
-                run.write_parquet(f"scores/{name}.parquet",
-                                  pa.Table.from_pylist(list(results.pop(name).values()),
-                                                       SCORE_SCHEMA))
+        with closing(pool.run([row for _, rows in todo for row in rows])) as finished:
+            for row, scored in finished:  # the actors are killed however this loop ends
+                scored["label"] = _label(row["label"])
+                name = batch_of[row["video_id"]]
+                results[name][row["video_id"]] = scored
+                progress.update(1, **{scored["status"]: 1})
+                if len(results[name]) == expected[name]:
+                    run.write_parquet(f"scores/{name}.parquet",
+                                      pa.Table.from_pylist(list(results.pop(name).values()),
+                                                           SCORE_SCHEMA))
     progress.close()
 
     rows = run.read_parquet("scores").to_pylist()
