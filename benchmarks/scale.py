@@ -279,8 +279,7 @@ class ProcessMeter:
     def _loop(self) -> None:
         while not self._stop.wait(self.every_s):
             self._poll(baseline=False)
-        io = Path("/proc/thread-self/io").read_text().split()
-        self.own = (time.thread_time(), int(io[io.index("rchar:") + 1]))
+        self.own = (time.thread_time(), read_chars("/proc/thread-self/io"))
 
     def start(self) -> None:
         self._poll(baseline=True)
@@ -508,10 +507,9 @@ def process_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def read_chars() -> int:
-    """``rchar`` of this process (``/proc/self/io``)."""
-    line = next(li for li in Path("/proc/self/io").read_text().splitlines()
-                if li.startswith("rchar:"))
+def read_chars(io_file: str = "/proc/self/io") -> int:
+    """``rchar`` of this process (or of the thread of ``/proc/thread-self/io``)."""
+    line = next(li for li in Path(io_file).read_text().splitlines() if li.startswith("rchar:"))
     return int(line.split()[1])
 
 
@@ -869,14 +867,12 @@ def plan_rows(results: dict, a: argparse.Namespace, types: dict) -> list[dict]:
     least-CPU repeat's; the cluster stage's CPU time per face from the synthetic people when
     measured (``--parts clusters``; their grey thumbnails make its bytes written too small,
     so those stay the copies'), else from the copies."""
-    rows = least(results["stages"])
+    rows, clusters = least(results["stages"]), least(results.get("clusters", []))
     units = dfdc_units(rows, a.subset_reals, a.epochs)
     plan = []
     for stage in STAGES:
-        costs = rows
-        if stage == "cluster" and least(results.get("clusters", [])):
-            costs = least(results["clusters"])
-        fixed, cost = per_unit(costs, stage, "cpu_s")
+        fixed, cost = per_unit(clusters if stage == "cluster" and clusters else rows, stage,
+                               "cpu_s")
         out_fixed, out_cost = per_unit(rows, stage, "out_bytes")
         factor = a.train_factor if stage == "train" else 1.0
         cpu_h = (fixed + cost * units[stage]) / 3600 * factor
@@ -939,6 +935,7 @@ def print_plan(results: dict, a: argparse.Namespace) -> None:
 def print_assumptions(results: dict, a: argparse.Namespace, nodes: int | None,
                       flat: list[str]) -> None:
     s = results["settings"]
+    clusters = least(results.get("clusters", []))
     lines = [
         f"measured on {results['machine']} on {results['date']}, sizes {s['sizes']} "
         f"(1x = {s['pairs']} FF++ originals with {s['fakes']} fake(s) each): per-unit costs "
@@ -950,8 +947,8 @@ def print_assumptions(results: dict, a: argparse.Namespace, nodes: int | None,
         f"encode: the {DFDC_REALS:,} reals; cluster: in one process on the head, its faces "
         "as many per real as measured, " + (
             "at the cost per face measured on synthetic people ("
-            + ", ".join(f"{r['units']:,}" for r in least(results["clusters"]))
-            + " faces, --parts clusters)" if least(results.get("clusters", [])) else
+            + ", ".join(f"{r['units']:,}" for r in clusters)
+            + " faces, --parts clusters)" if clusters else
             "its cost extrapolated linearly from the copies' few faces and three people "
             "(nearly all set-up): measure --parts clusters for a cost per face"),
         f"prepare: the subset the cluster stage picks, assumed {a.subset_reals:,} reals (the "
@@ -1023,7 +1020,8 @@ def parse_args() -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--repeats", type=int, default=1,
-                   help="measure every size this many times; each cost's least counts")
+                   help="measure every size this many times: the exponents' slopes take each "
+                        "size's least-CPU repeat, k fits them all")
     p.add_argument("--pairs", type=int, default=3, choices=(1, 2, 3),
                    help="FF++ originals (each with its fakes) in the 1x set")
     p.add_argument("--fakes", type=int, default=1, help="fakes per original (links)")
