@@ -13,6 +13,10 @@ pixels outside the face, as the DFDC winners did). Crop kinds:
   the plan (it is not when only its fakes were chosen).
 - ``photo``: a photo (a one-frame real video from a folder of photos): as ``real``, always in
   the ``train`` split (it has no fake to validate on).
+- ``crop``: a face of a folder of labelled crops (``--labelled``,
+  :mod:`deepfake_lib.labelled_crops`), stored as it is with the whole image as its face box. A
+  real crop has an empty mask and landmarks (it seeds pseudo-fakes as ``real`` does); a fake
+  crop has no mask (empty bytes): training uses it for the label only.
 
 Batches weigh their units by the videos they decode, so an original with many fakes does not
 make one batch far longer than the others.
@@ -24,7 +28,12 @@ around the margin the score stage uses.
 
 Over ``RUN/subset.parquet`` when the cluster stage made one, else over every video found.
 The split is by identity: a whole cluster (or, for videos outside any cluster, a real video
-with all its fakes) goes to ``train`` or ``val``. Outputs, per batch and atomically::
+with all its fakes) goes to ``train`` or ``val``. Labelled crops are split the same way, by
+people found with the pipeline's own encode and cluster code: each family's stand-in face is
+encoded (``RUN/labelled/``, a batch per Ray task) and the encodings clustered
+(:func:`deepfake_lib.cluster_methods.cluster_encodings`). Labelled crops and videos are
+clustered apart: one person in both can land in ``train`` on one side and ``val`` on the
+other. Outputs, per batch and atomically::
 
     RUN/crops/<batch>.parquet          CROP_SCHEMA (written last: marks the batch done)
     RUN/prepare_errors/<batch>.parquet the encode stage's ERROR_SCHEMA, stage "prepare"
@@ -43,7 +52,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deepfake_lib import batches, faces, figures, masks, records, storage, video
+from deepfake_lib import (batches, faces, figures, labelled_crops, masks, records, storage,
+                          video)
 from deepfake_lib.batches import TaskOptions
 from deepfake_lib.blend import self_blend
 from deepfake_lib.checks import SEED, above, at_least, between, location, validate
@@ -61,10 +71,10 @@ CROP_SCHEMA = pa.schema([
     ("original_id", pa.string()),    # its real original (itself for reals)
     ("frame_index", pa.int32()),
     ("track_id", pa.int16()),
-    ("kind", pa.string()),           # pair, real, photo
+    ("kind", pa.string()),           # pair, real, photo, crop
     ("label", pa.int8()),            # 1 = fake
-    ("image", pa.binary()),          # PNG, RGB, crop_size square
-    ("mask", pa.binary()),           # PNG, one channel of 0/1
+    ("image", pa.binary()),          # PNG (a crop: its file's JPEG or PNG), RGB
+    ("mask", pa.binary()),           # PNG, one channel of 0/1; empty: not known
     ("face_box", pa.list_(pa.int32(), 4)),      # top, right, bottom, left in the crop's pixels
     ("landmarks", pa.list_(pa.float32())),      # x0, y0, x1, y1, ... (72 points; reals only)
     ("cluster", pa.int32()),         # identity cluster (-1: noise or unknown)
@@ -82,9 +92,11 @@ PLAN_SCHEMA = pa.schema([
     ("videos", pa.int32()),          # videos decoded: the original and its fakes
     ("cluster", pa.int32()),
     ("split", pa.string()),
+    ("unit_id", pa.string()),        # what a batch is made of: the original's video id
 ])
 
 FOLDERS = ("crops", "prepare_errors")
+LABELLED_PER_BATCH = 256
 # the unit training reads (about 5 MB of 256-px crops): an epoch reads each row group once,
 # and validation reads its own (each split is written in row groups of its own)
 CROPS_PER_ROW_GROUP = 64
@@ -92,8 +104,10 @@ CROPS_PER_ROW_GROUP = 64
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    data: tuple[str, ...] = field(metadata=location(many=True))
+    data: tuple[str, ...] = field(metadata=location(many=True))   # may be empty with labelled
     out: str = field(metadata=location())
+    # folders of labelled face crops (deepfake_lib.labelled_crops)
+    labelled: tuple[str, ...] = field(default=(), metadata=location(many=True))
     # crop every k-th frame (30 crops from a 10-s DFDC clip)
     every: int = field(default=10, metadata=at_least(1))
     crop_size: int = field(default=256, metadata=at_least(1))
@@ -128,6 +142,7 @@ class PrepareSummary:
     crops: dict[str, int] = field(default_factory=dict)
     splits: dict[str, int] = field(default_factory=dict)
     split_by: dict[str, int] = field(default_factory=dict)  # units split by person or by video
+    labelled: dict = field(default_factory=dict)  # labelled crops per split (labelled_counts)
     errors: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     batches_skipped: int = 0
@@ -145,6 +160,11 @@ class PrepareSummary:
                 f"split: {splits}; "
                 f"errors: {errors}; {self.batches} batches ({self.batches_skipped} already done); "
                 f"{format_seconds(self.seconds)}; output in {self.out}")
+        for split in ("train", "val"):
+            if split in self.labelled:
+                n = self.labelled[split]
+                text += (f"\nprepare: labelled crops, {split}: {n['crops']} crops "
+                         f"({n['fakes']} fake) of {n['families']} families, {n['people']} people")
         if self.split_by.get("video"):
             text += (f"\nprepare: {self.split_by['video']} originals have no identity cluster "
                      "and were split by original video, but one person can appear in several "
@@ -214,6 +234,7 @@ def make_plan(run: RunDir, config: PrepareConfig) -> tuple[pa.Table, list[dict]]
     split = assign_splits(list(groups.values()), config.val_fraction)
     for vid, unit in units.items():
         unit["split"] = "train" if unit["kind"] == "photo" else split[groups[vid]]
+        unit["unit_id"] = vid
     return pa.Table.from_pylist([units[v] for v in sorted(units)], schema=PLAN_SCHEMA), errors
 
 
@@ -335,11 +356,118 @@ def prepare_batch(name: str, units: pa.Table, run: RunDir, config: PrepareConfig
     return {"units": units.num_rows, "crops": len(rows), "errors": len(errors)}
 
 
-def _record_failed_batch(run: RunDir, name: str, units: pa.Table, exc: Exception) -> dict:
-    ids = [v for unit in units.to_pylist() for v in unit_videos(unit)]
+def _record_failed_batch(run: RunDir, name: str, ids: list[str], exc: Exception) -> dict:
+    """Error rows for the videos (or labelled crops) ``ids`` of a batch whose task failed."""
     run.write_parquet(f"prepare_errors/{name}.parquet",
                       pa.Table.from_pylist(batches.failure_rows(ids, "prepare", exc), ERROR_SCHEMA))
-    return {"units": units.num_rows, "crops": 0, "errors": len(ids)}
+    return {"units": len(ids), "crops": 0, "errors": len(ids)}
+
+
+def describe_labelled_batch(name: str, rows: pa.Table, run: RunDir) -> dict:
+    """Encode the family stand-ins and find the landmarks of the real crops of one batch of
+    labelled crops; writes ``RUN/labelled/<name>.parquet``. A crop that cannot be read or
+    described gets an ``error`` instead."""
+    out = []
+    for row in rows.to_pylist():
+        try:
+            image = faces.decode_image(storage.read_bytes(row["path"]))
+            found = labelled_crops.describe(image, encode=row["stand_in"],
+                                            landmarks=row["label"] == 0)
+            out.append({"sample_id": row["sample_id"], **found, "error": None})
+        except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
+            out.append({"sample_id": row["sample_id"], "encoding": None, "landmarks": [],
+                        "height": 0, "width": 0, "error": f"{type(exc).__name__}: {exc}"})
+    run.write_parquet(f"labelled/{name}.parquet", pa.Table.from_pylist(out, LABELLED_SCHEMA))
+    return {"units": rows.num_rows, "errors": sum(r["error"] is not None for r in out)}
+
+
+LABELLED_SCHEMA = pa.schema([*labelled_crops.DESCRIBED_SCHEMA, ("error", pa.string())])
+
+
+def labelled_plan(run: RunDir, config: PrepareConfig) -> tuple[pa.Table, dict]:
+    """Every crop of the ``labelled`` folders with its landmarks, identity cluster and
+    split (a family's fakes go where its original goes), and the clustering's summary.
+    Unreadable crops keep their ``error``."""
+    labels = pa.concat_tables([labelled_crops.read_labels(f) for f in config.labelled])
+    duplicated = [s for s, n in Counter(labels.column("sample_id").to_pylist()).items() if n > 1]
+    if duplicated:
+        raise ValueError(f"labelled crop {duplicated[0]} is listed twice: give each --labelled "
+                         "folder another name, or each file one metadata.csv row")
+    stand_ins = labelled_crops.family_stand_ins(labels)
+    labels = labels.append_column("stand_in", pa.array(
+        [s in stand_ins for s in labels.column("sample_id").to_pylist()]))
+    planned = batches.plan(labels, LABELLED_PER_BATCH, key="sample_id",
+                           content=("label", "stand_in"))
+    done = batches.done_batches(run, "prepare_labelled", "labelled", planned, config.overwrite,
+                                ("labelled",), key="sample_id")
+    todo = [(n, rows) for n, rows in planned if n not in done]
+    batches.run_batches(describe_labelled_batch, todo, (run,), config.tasks,
+                        "prepare: labelled crops",
+                        lambda name, rows, exc: {"units": rows.num_rows, "errors": rows.num_rows})
+    written = set(run.list("labelled", ".parquet"))  # a batch whose task failed has none
+    described = {r["sample_id"]: r for n, _ in planned if f"{n}.parquet" in written
+                 for r in run.read_parquet(f"labelled/{n}.parquet").to_pylist()}
+    rows = [{**r, **described.get(r["sample_id"], {"error": "not described: its task failed"})}
+            for r in labels.to_pylist()]
+    encoded = [r for r in rows if r["stand_in"] and r.get("encoding") is not None]
+    cluster_of: dict[str, int] = {}
+    used: dict = {}
+    if len(encoded) >= MIN_FACES_TO_CLUSTER:
+        from deepfake_lib.cluster_methods import cluster_encodings  # noqa: PLC0415
+
+        found = cluster_encodings(np.array([r["encoding"] for r in encoded], np.float32))
+        cluster_of = {r["family"]: int(c) for r, c in zip(encoded, found.labels)}
+        used = {"people": found.n_clusters, "unclustered_families": found.n_noise,
+                "method": found.used.get("method")}
+    groups = {f: f"cluster:{c}" if c >= 0 else f"family:{f}"
+              for f in {r["family"] for r in rows} for c in [cluster_of.get(f, -1)]}
+    split = assign_splits(list(groups.values()), config.val_fraction)
+    for r in rows:
+        r["cluster"] = cluster_of.get(r["family"], -1)
+        r["split"] = split[groups[r["family"]]]
+        r["unit_id"] = r["sample_id"]
+    columns = ["unit_id", "sample_id", "path", "video_id", "family", "label", "landmarks",
+               "cluster", "split", "error"]
+    return pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows],
+                                LABELLED_PLAN_SCHEMA), used
+
+
+LABELLED_PLAN_SCHEMA = pa.schema([
+    ("unit_id", pa.string()), ("sample_id", pa.string()), ("path", pa.string()),
+    ("video_id", pa.string()), ("family", pa.string()), ("label", pa.int8()),
+    ("landmarks", pa.list_(pa.float32())), ("cluster", pa.int32()), ("split", pa.string()),
+    ("error", pa.string())])
+# fewer family stand-ins than this: every family is its own group
+MIN_FACES_TO_CLUSTER = 10
+
+
+def labelled_batch(name: str, rows: pa.Table, run: RunDir) -> dict:
+    """Write the ``crop`` rows of one batch of the labelled plan (the image files' bytes as
+    they are) and its error rows."""
+    crops, errors = [], []
+    node = batches.current_node()
+    for row in rows.to_pylist():
+        if row["error"]:
+            errors.append(_error(row["sample_id"], "bad_image", row["error"]))
+            continue
+        try:
+            data = storage.read_bytes(row["path"])
+            height, width = faces.decode_image(data).shape[:2]
+        except (OSError, ValueError) as exc:
+            errors.append(_error(row["sample_id"], "bad_image", f"{type(exc).__name__}: {exc}"))
+            continue
+        crops.append({
+            "sample_id": row["sample_id"], "video_id": row["video_id"],
+            "original_id": row["family"], "frame_index": 0, "track_id": 0, "kind": "crop",
+            "label": row["label"], "image": data,
+            "mask": b"" if row["label"] else figures.png_bytes(np.zeros((height, width),
+                                                                        np.uint8)),
+            "face_box": [0, width, height, 0], "landmarks": row["landmarks"] or [],
+            "cluster": row["cluster"], "split": row["split"], "node": node})
+    run.write_parquet(f"prepare_errors/{name}.parquet", pa.Table.from_pylist(errors, ERROR_SCHEMA))
+    run.write_parquet(f"crops/{name}.parquet", pa.Table.from_pylist(crops, CROP_SCHEMA),
+                      row_group_size=CROPS_PER_ROW_GROUP, group_by="split")
+    return {"units": rows.num_rows, "crops": len(crops), "errors": len(errors)}
 
 
 def _mask_figure(run: RunDir, rows: int = 6) -> None:
@@ -377,35 +505,67 @@ def run_prepare(config: PrepareConfig, faults: Faults = NO_FAULTS) -> PrepareSum
     is for tests: a video is stuck."""
     from deepfake_lib.runtime import check_locations, init_ray  # noqa: PLC0415
 
+    if not config.data and not config.labelled:
+        raise ValueError("nothing to prepare: give --data, --labelled or both")
     init_ray()
-    check_locations([config.out, *config.data], config.shared_fs)
+    check_locations([config.out, *config.data, *config.labelled], config.shared_fs)
     start = time.monotonic()
     run = RunDir(config.out)
-    plan, unpaired = make_plan(run, config)
-    if plan.num_rows == 0:
+    plan, unpaired = make_plan(run, config) if config.data else (pa.Table.from_pylist(
+        [], PLAN_SCHEMA), [])
+    if config.data and plan.num_rows == 0 and not config.labelled:
         raise ValueError(f"nothing to prepare under {', '.join(config.data)}")
-    planned = batches.plan(plan, config.batch_size, weight="videos",
-                           content=("kind", "real", "fake_ids", "cluster", "split"))
     records.check_settings(run, "prepare", config, config.overwrite)
-    done = batches.done_batches(run, "prepare", "crops", planned, config.overwrite, FOLDERS)
+    labelled, people = (labelled_plan(run, config) if config.labelled
+                        else (pa.Table.from_pylist([], LABELLED_PLAN_SCHEMA), {}))
+    planned = batches.plan(plan, config.batch_size, key="unit_id", weight="videos",
+                           content=("kind", "real", "fake_ids", "cluster", "split"))
+    planned_labelled = batches.plan(labelled, LABELLED_PER_BATCH, key="unit_id",
+                                    content=("label", "cluster", "split", "error"))
+    done = batches.done_batches(run, "prepare", "crops", planned + planned_labelled,
+                                config.overwrite, FOLDERS, key="unit_id")
     records.write(run, "prepare", config)
     if unpaired:
         run.write_parquet("prepare_errors/unpaired.parquet",
                           pa.Table.from_pylist(unpaired, ERROR_SCHEMA))
     todo = [(n, rows) for n, rows in planned if n not in done]
     batches.run_batches(prepare_batch, todo, (run, config, faults), config.tasks, "prepare",
-                        lambda name, rows, exc: _record_failed_batch(run, name, rows, exc))
+                        lambda name, rows, exc: _record_failed_batch(
+                            run, name, [v for u in rows.to_pylist() for v in unit_videos(u)], exc))
+    todo = [(n, rows) for n, rows in planned_labelled if n not in done]
+    batches.run_batches(labelled_batch, todo, (run,), config.tasks, "prepare: crops",
+                        lambda name, rows, exc: _record_failed_batch(
+                            run, name, rows.column("sample_id").to_pylist(), exc))
     _mask_figure(run)
     crops = run.read_parquet("crops", columns=["kind", "split"])
     errors = (run.read_parquet("prepare_errors", columns=["kind"]).column("kind").to_pylist()
               if run.list("prepare_errors") else [])
+    split_by = Counter("person" if c >= 0 else "video" for c, k in zip(
+        plan.column("cluster").to_pylist(), plan.column("kind").to_pylist()) if k != "photo")
     summary = PrepareSummary(
         out=run.location, units=plan.num_rows,
         fakes=sum(len(f) for f in plan.column("fake_ids").to_pylist()),
         crops=dict(Counter(crops.column("kind").to_pylist())),
         splits=dict(Counter(crops.column("split").to_pylist())), errors=dict(Counter(errors)),
-        split_by=dict(Counter("person" if c >= 0 else "video" for c, k in zip(
-            plan.column("cluster").to_pylist(), plan.column("kind").to_pylist()) if k != "photo")),
-        batches=len(planned), batches_skipped=len(done), seconds=time.monotonic() - start)
+        split_by=dict(split_by), labelled=labelled_counts(labelled, people),
+        batches=len(planned) + len(planned_labelled), batches_skipped=len(done),
+        seconds=time.monotonic() - start)
     records.write(run, "prepare", config, summary=summary)
     return summary
+
+
+def labelled_counts(labelled: pa.Table, people: dict) -> dict:
+    """What the labelled crops' split holds: per split, crops, fakes, families and people
+    (clusters; unclustered families count as one person each), and the clustering used."""
+    out: dict = {"clustering": people} if people else {}
+    rows = [r for r in labelled.to_pylist() if not r["error"]]
+    for split in ("train", "val"):
+        mine = [r for r in rows if r["split"] == split]
+        if not mine:
+            continue
+        clusters = {r["cluster"] for r in mine if r["cluster"] >= 0}
+        loose = {r["family"] for r in mine if r["cluster"] < 0}
+        out[split] = {"crops": len(mine), "fakes": sum(r["label"] for r in mine),
+                      "families": len({r["family"] for r in mine}),
+                      "people": len(clusters) + len(loose)}
+    return out

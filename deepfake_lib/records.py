@@ -22,7 +22,7 @@ from deepfake_lib.storage import RunDir
 
 # Config fields that say where and how fast, not what: changing them never changes an output.
 RUN_ONLY = frozenset({
-    "data", "out", "overwrite", "tasks", "videos", "data_name", "progress_every_s",
+    "data", "labelled", "out", "overwrite", "tasks", "videos", "data_name", "progress_every_s",
     "workers", "cpus_per_worker", "use_gpu", "max_failures", "actors", "cpus_per_actor",
     "gpus_per_actor", "start_timeout_s", "video_timeout_s", "shared_fs",
 })
@@ -51,7 +51,21 @@ def folder_digest(run: RunDir, folder: str) -> str:
 
 
 def read(run: RunDir, stage: str) -> dict | None:
-    return run.read_json(f"{stage}.json") if run.exists(f"{stage}.json") else None
+    """The stage's record, None when there is none. Raises ValueError naming the file when it
+    is damaged: not JSON, or not of the shape :func:`write` gives it."""
+    name = f"{stage}.json"
+    if not run.exists(name):
+        return None
+    record = run.read_json(name)
+    shapes = {"config": dict, "settings": dict, "inputs": (str, type(None)),
+              "summary": (dict, type(None))}
+    if not isinstance(record, dict):
+        raise run.damaged(name, ValueError(f"a JSON {type(record).__name__}, not an object"))
+    for key, shape in shapes.items():
+        if not isinstance(record.get(key), shape):
+            raise run.damaged(name, ValueError(f"its {key!r} is {type(record.get(key)).__name__}"
+                                               ": not a record of this version"))
+    return record
 
 
 def _differences(before: dict, now: dict) -> list[str]:

@@ -38,6 +38,9 @@ from deepfake_lib.training_data import ValidationSet
 class TrainConfig:
     out: str = field(metadata=location())
     model: ModelConfig = field(default_factory=ModelConfig)
+    # fine-tune this model (a folder, or reference: the shipped detector); its network and
+    # preprocessing replace ``model``'s
+    init_model: str | None = field(default=None, metadata=location(optional=True))
     workers: int = field(default=2, metadata=at_least(1))
     # each worker's torch threads follow it
     cpus_per_worker: float = field(default=1.0, metadata=above(0))
@@ -129,6 +132,21 @@ def learning_rate(base: float, step: int, total: int, warmup: int) -> float:
     return float(base * warm * 0.5 * (1 + np.cos(np.pi * min(step, total) / max(1, total))))
 
 
+def detector_loss(mask_logits, logits, masks, labels, known, config: TrainConfig, dice):
+    """``label_weight`` x BCE of the labels plus ``mask_weight`` x (Dice + BCE) of the masks
+    of the items whose mask is ``known`` (a labelled fake's is not: it trains the label
+    only). Tensors: ``(n, 1, H, W)`` mask logits and masks, ``(n, 1)`` logits and labels,
+    ``(n,)`` bool ``known``."""
+    import torch  # noqa: PLC0415
+
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    loss = config.label_weight * bce(logits, labels)
+    if not bool(known.any()):  # every parameter stays in the graph, as DDP needs
+        return loss + 0 * mask_logits.sum()
+    masked, target = mask_logits[known], masks[known]
+    return loss + config.mask_weight * (dice(masked, target) + bce(masked, target))
+
+
 def train_loop(loop_config: dict) -> None:
     """The per-worker loop Ray Train runs (``loop_config["config"]`` is a TrainConfig dict)."""
     import ray.train  # noqa: PLC0415
@@ -149,13 +167,18 @@ def train_loop(loop_config: dict) -> None:
     index = training_data.crop_index(run)
     train = training_data.split_rows(index, "train")
     labels = index.column("label").to_numpy().astype(np.float32)
-    kinds = np.asarray(index.column("kind").to_pylist(), dtype=object)[train]
+    fakes = labels[train] == 1
     blocks = index.column("block").to_numpy()[train]
     margin, size = config.model.crop_margin, config.model.image_size
     val_sets = (training_data.validation_sets(run, index, config.val_data, margin, size)
                 if rank == 0 else [])
 
     model = build_model(config.model, pretrained=True)
+    if config.init_model:
+        from deepfake_lib.model import resolve_model  # noqa: PLC0415
+
+        with storage.local_copy(storage.join(resolve_model(config.init_model), "model.pt")) as p:
+            model.load_state_dict(torch.load(p, map_location="cpu", weights_only=True))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     history: list[dict] = []
     start_epoch = 0
@@ -170,19 +193,18 @@ def train_loop(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     net = model.module if hasattr(model, "module") else model
     dice = smp.losses.DiceLoss("binary", from_logits=True)
-    bce = torch.nn.BCEWithLogitsLoss()
     amp = config.use_gpu and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     augment = training_data.augmentations() if config.augment else None
     # the schedule's epoch length; epochs differ by a batch or two
     steps_per_epoch = training_data.steps_per_epoch(
-        training_data.epoch_windows(kinds, blocks, 0, config.seed, world), config.batch_size)
+        training_data.epoch_windows(fakes, blocks, 0, config.seed, world), config.batch_size)
     total = steps_per_epoch * config.epochs
 
     for epoch in range(start_epoch, config.epochs):
         began = time.monotonic()
         rng = np.random.default_rng([config.seed, epoch, rank])
-        windows = training_data.epoch_windows(kinds, blocks, epoch, config.seed, world)
+        windows = training_data.epoch_windows(fakes, blocks, epoch, config.seed, world)
         steps = training_data.steps_per_epoch(windows, config.batch_size)
         progress = Progress(f"train: epoch {epoch + 1}/{config.epochs}",
                             steps * config.batch_size * world, unit="samples",
@@ -201,7 +223,7 @@ def train_loop(loop_config: dict) -> None:
                 batch = [(int(k), int(mode)) for k, mode in
                          zip(local[start:start + config.batch_size],
                              part[start:start + config.batch_size, 1])]
-                images, masks_, ys = training_data.training_batch(
+                images, masks_, ys, known = training_data.training_batch(
                     crops, batch, chunk_labels, size, margin, config.xray_share, augment, rng)
                 x = to_batch(images, config.model).to(device)
                 m = torch.from_numpy(masks_)[:, None].to(device)
@@ -210,8 +232,8 @@ def train_loop(loop_config: dict) -> None:
                     group["lr"] = learning_rate(config.lr, step, total, steps_per_epoch // 2)
                 with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
                     mask_logits, logits = model(x)
-                    loss = config.mask_weight * (dice(mask_logits, m) + bce(mask_logits, m)) \
-                        + config.label_weight * bce(logits, y)
+                    loss = detector_loss(mask_logits, logits, m, y,
+                                         torch.from_numpy(known).to(device), config, dice)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -246,7 +268,8 @@ def train_loop(loop_config: dict) -> None:
 
 def check_config(config: TrainConfig) -> ModelConfig:
     """Fail before any worker starts: bad flags, no crops, no validation folder where one is
-    named, unbuildable model or missing weights. Returns the model config."""
+    named, unbuildable model, missing weights or a model to fine-tune that does not load.
+    Returns the model config (the one to fine-tune's, uncalibrated, when there is one)."""
     if config.workers < 1 or config.epochs < 1 or config.batch_size < 1:
         raise ValueError("--workers, --epochs and --batch-size must be at least 1")
     if config.cpus_per_worker <= 0:
@@ -258,6 +281,11 @@ def check_config(config: TrainConfig) -> ModelConfig:
         raise ValueError("no crop in the train split")
     for folder in config.val_data:
         training_data.labelled_folder(folder, 8)
+    if config.init_model:
+        from deepfake_lib.model import load_model  # noqa: PLC0415
+
+        start = load_model(config.init_model, device="cpu").config
+        return replace(start, encoder_weights="none", temperature=1.0)
     build_model(config.model, pretrained=True)  # also fills the weights cache for the workers
     return config.model
 
@@ -277,9 +305,15 @@ def run_train(config: TrainConfig, faults: Faults = NO_FAULTS) -> TrainSummary:
     run = RunDir(config.out)  # absolute: workers do not share the driver's working directory
     model_config = check_config(config)
     init_ray()
-    check_locations([config.out, *config.val_data], config.shared_fs)
+    check_locations([config.out, *config.val_data,
+                     *([config.init_model] if config.init_model not in (None, "reference")
+                       else [])], config.shared_fs)
     check_resources("train", config.cpus_per_worker, float(config.use_gpu), config.workers)
-    config = replace(config, model=model_config, out=run.location)
+    # absolute: workers do not share the driver's working directory
+    config = replace(config, model=model_config, out=run.location,
+                     val_data=tuple(RunDir(v).location for v in config.val_data),
+                     init_model=(config.init_model if config.init_model in (None, "reference")
+                                 else RunDir(config.init_model).location))
     inputs = records.folder_digest(run, "crops")
     # a rerun resumes from RUN/train_runs: only a training of the same model on the same crops
     records.check_settings(run, "train", config, config.overwrite, inputs)

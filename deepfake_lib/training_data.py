@@ -4,12 +4,13 @@ from its real faces afresh every epoch.
 Each epoch is a plan of *items*, ``(row, mode)`` pairs, shared by every worker (rank ``r`` of
 ``w`` takes items ``r, r + w, ...``, the same count on every rank, as DDP needs):
 
-- every real face (crops of real videos and of photos, kind ``real``/``photo``) appears twice:
-  as itself (``real``, label 0) and as a pseudo-fake made from it (``blend``, label 1): a
+- every real face (crops of real videos, of photos and labelled real crops: label 0) appears
+  twice: as itself (``real``) and as a pseudo-fake made from it (``blend``, label 1): a
   self-blend or, with probability ``xray_share``, another person's face blended in
   (:mod:`deepfake_lib.blend`), with its exact mask;
-- fakes of real fake/original pairs (kind ``pair``) come with as many real faces again, so
-  the classes stay balanced whatever the share of pairs.
+- real fakes (label 1: fakes of fake/original pairs with their masks, and labelled fake crops,
+  which have no mask and train the label only) come with as many real faces again, so the
+  classes stay balanced whatever the share of fakes.
 
 Items of one real face stay next to each other (a batch sees a face and its pseudo-fake
 together, as in Shiohara and Yamasaki's recipe). The epoch is shuffled by *windows*: the row
@@ -78,10 +79,10 @@ def split_rows(index: pa.Table, split: str) -> np.ndarray:
     return np.flatnonzero(pc.equal(index.column("split"), split).to_numpy(zero_copy_only=False))
 
 
-def epoch_windows(kinds: np.ndarray, blocks: np.ndarray, epoch: int, seed: int, world: int,
+def epoch_windows(fakes: np.ndarray, blocks: np.ndarray, epoch: int, seed: int, world: int,
                   window: int = WINDOW) -> list[list[np.ndarray]]:
-    """Every rank's windows of ``epoch`` over crops of ``kinds`` (``real``, ``photo``,
-    ``pair``) stored in row groups ``blocks``: ``[rank][k]`` is an ``(n, 2)`` int array of
+    """Every rank's windows of ``epoch`` over crops (``fakes``: True where the crop is a real
+    fake) stored in row groups ``blocks``: ``[rank][k]`` is an ``(n, 2)`` int array of
     ``(position, mode)`` items (see the module docstring). The same on every rank.
 
     Windows hold about ``window`` crops, fewer on small data (at least eight windows per
@@ -93,7 +94,8 @@ def epoch_windows(kinds: np.ndarray, blocks: np.ndarray, epoch: int, seed: int, 
     starts = np.flatnonzero(np.r_[True, np.diff(blocks[order]) != 0])
     groups_of = np.split(order, starts[1:])
     window = max(1, min(window, len(blocks) // (8 * world)))
-    all_reals = np.flatnonzero(kinds != "pair")
+    fakes = np.asarray(fakes, bool)
+    all_reals = np.flatnonzero(~fakes)
     windows, current = [], []
     for g in rng.permutation(len(groups_of)):
         current.append(groups_of[g])
@@ -104,8 +106,8 @@ def epoch_windows(kinds: np.ndarray, blocks: np.ndarray, epoch: int, seed: int, 
         windows.append(np.concatenate(current))
     ranks: list[list[np.ndarray]] = [[] for _ in range(world)]
     for positions in windows:
-        reals = positions[kinds[positions] != "pair"]
-        pairs = positions[kinds[positions] == "pair"]
+        reals = positions[~fakes[positions]]
+        pairs = positions[fakes[positions]]
         groups = [[(r, REAL), (r, BLEND)] for r in reals]
         partners = reals if len(reals) else all_reals
         if len(partners):
@@ -128,13 +130,16 @@ def steps_per_epoch(windows: list[list[np.ndarray]], batch_size: int) -> int:
 
 @dataclass
 class Crops:
-    """Decoded crops: RGB images ``(n, H, W, 3)``, 0/1 masks ``(n, H, W)``, face boxes
-    ``(n, 4)`` (top, right, bottom, left) and landmarks (``(72, 2)`` arrays, or empty)."""
+    """Decoded crops: RGB images ``(H, W, 3)`` and their 0/1 masks ``(H, W)`` (all 0 where
+    ``has_mask`` is False: a labelled fake's altered pixels are not known), sizes differing
+    from crop to crop (prepare's crops and labelled crops as they came); face boxes ``(n, 4)``
+    (top, right, bottom, left) and landmarks (``(72, 2)`` arrays, or empty)."""
 
-    images: np.ndarray
-    masks: np.ndarray
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
     boxes: np.ndarray
     landmarks: list[np.ndarray]
+    has_mask: np.ndarray
 
 
 def load_crops(run: RunDir, index: pa.Table, positions: np.ndarray) -> Crops:
@@ -145,6 +150,7 @@ def load_crops(run: RunDir, index: pa.Table, positions: np.ndarray) -> Crops:
     n = len(positions)
     images, masks = [None] * n, [None] * n
     boxes, marks = np.zeros((n, 4), np.int32), [np.zeros((0, 2), np.float32)] * n
+    has_mask = np.ones(n, bool)
     for name in sorted(set(files.tolist())):
         at = np.flatnonzero(files == name)
         parquet = run.parquet_file(f"crops/{name}")
@@ -158,10 +164,12 @@ def load_crops(run: RunDir, index: pa.Table, positions: np.ndarray) -> Crops:
                 at, *(table.column(c).to_pylist() for c in ("image", "mask", "face_box",
                                                              "landmarks"))):
             images[k] = faces.decode_image(image)
-            masks[k] = faces.decode_image(mask)[..., 0]
+            has_mask[k] = bool(mask)
+            masks[k] = (faces.decode_image(mask)[..., 0] if mask
+                        else np.zeros(images[k].shape[:2], np.uint8))
             boxes[k] = box
             marks[k] = np.asarray(points, np.float32).reshape(-1, 2)
-    return Crops(np.stack(images), np.stack(masks), boxes, marks)
+    return Crops(images, masks, boxes, marks, has_mask)
 
 
 def prefetched(run: RunDir, index: pa.Table, rows: np.ndarray, windows: list[np.ndarray]
@@ -241,18 +249,20 @@ def augmentations():
 
 def training_batch(crops: Crops, items: list[tuple[int, int]], labels: np.ndarray, size: int,
                    margin: float, xray_share: float, augment, rng: np.random.Generator
-                   ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Images (RGB ``size`` squares), masks ``(n, size, size)`` and labels of ``items``,
-    ``(k, mode)`` with ``k`` a position in ``crops``."""
+                   ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Images (RGB ``size`` squares), masks ``(n, size, size)``, labels and whether each
+    mask is known (the mask loss leaves the others out) of ``items``, ``(k, mode)`` with
+    ``k`` a position in ``crops``."""
     donors = np.array([k for k, points in enumerate(crops.landmarks) if len(points)], np.int64)
-    images, masks, ys = [], [], []
+    images, masks, ys, known = [], [], [], []
     for k, mode in items:
         if mode == BLEND:
             others = donors[donors != k]
             image, mask = pseudo_fake(crops, k, others, xray_share, rng)
-            y = 1
+            y, has_mask = 1, True
         else:
             image, mask, y = crops.images[k], crops.masks[k], int(labels[k] if mode == PAIR else 0)
+            has_mask = bool(crops.has_mask[k])
         image, mask = recrop(image, mask, crops.boxes[k], rng.uniform(0, 2 * margin), size, rng)
         if augment is not None:
             out = augment(image=image, mask=mask)
@@ -260,7 +270,9 @@ def training_batch(crops: Crops, items: list[tuple[int, int]], labels: np.ndarra
         images.append(image)
         masks.append(mask)
         ys.append(y)
-    return images, np.stack(masks).astype(np.float32), np.array(ys, np.float32)
+        known.append(has_mask)
+    return (images, np.stack(masks).astype(np.float32), np.array(ys, np.float32),
+            np.array(known, bool))
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """Prepare stage: training crops with masks of altered pixels, and landmarks of real faces.
 
     python jobs/prepare.py --data PATH [PATH ...] --out RUN [--every 10] [--crop-size 256]
+    python jobs/prepare.py --labelled CROPS [CROPS ...] --out RUN    # folders of face crops
 
 Uses RUN/subset.parquet from the cluster stage when it exists, else every video found.
+Labelled crops (real/ and fake/, or a metadata.csv: file, label, video, original) are split by
+person: their faces are encoded and clustered here.
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ from deepfake_lib.checks import FlagParser
 from deepfake_lib.faces import DETECTORS
 from deepfake_lib.masks import DEFAULT_METHOD, METHODS
 from deepfake_lib.prepare import PrepareConfig, run_prepare
-from deepfake_lib.runtime import run_job
+from deepfake_lib.runtime import RayAddress, add_ray_flags, ray_address, run_job
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None]:
+def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, RayAddress]:
     p = FlagParser((PrepareConfig, TaskOptions), description=__doc__,
                    formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data", nargs="+", required=True, help="folders (or s3:// URIs) of DFDC parts")
+    p.add_argument("--data", nargs="*", default=[],
+                   help="folders (or s3:// URIs) of DFDC parts")
+    p.add_argument("--labelled", nargs="*", default=[],
+                   help="folders of labelled face crops (real/, fake/ or metadata.csv), taken as\n"
+                        "tight face boxes; fakes without a mask train the label only")
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
     p.add_argument("--every", type=int, default=10,
                    help="crop every k-th frame (10: 30 crops per 10-s clip)")
@@ -51,11 +58,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
     p.add_argument("--shared-fs", action="store_true",
                    help="local paths are on a file system every node mounts (without it a "
                         "multi-node cluster needs s3:// paths)")
-    p.add_argument("--address", default=None,
-                   help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    add_ray_flags(p)
     a = p.parse_args(argv)
     with p.checked():
-        config = PrepareConfig(data=tuple(a.data), out=a.out, every=a.every,
+        config = PrepareConfig(data=tuple(a.data), out=a.out, labelled=tuple(a.labelled),
+                               every=a.every,
                                crop_size=a.crop_size, margin=a.margin,
                                detect_every_s=a.detect_every_s, detector=a.detector,
                                max_tracks=a.max_tracks, mask_method=a.mask_method,
@@ -64,12 +71,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, str | None
                                overwrite=a.overwrite, shared_fs=a.shared_fs,
                                tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
                                                  memory_gb_per_task=a.memory_gb_per_task))
-    return config, a.address
+    return config, ray_address(a)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, address = parse_args(argv)
-    return run_job("prepare", run_prepare, config, address)
+    config, ray = parse_args(argv)
+    return run_job("prepare", run_prepare, config, ray)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ def _items(windows):
 
 
 def test_epoch_plan_pairs_every_real_with_a_pseudo_fake_and_balances_the_pairs():
-    kinds = np.array(["real"] * 10 + ["photo"] * 6 + ["pair"] * 30, dtype=object)
+    fakes = np.array([False] * 16 + [True] * 30)  # reals and photos, then pairs' fakes
     blocks = np.arange(46) // 8  # row groups of 8 crops
-    whole = _items(training_data.epoch_windows(kinds, blocks, epoch=3, seed=0, world=1))
+    whole = _items(training_data.epoch_windows(fakes, blocks, epoch=3, seed=0, world=1))
     modes = whole[:, 1]
-    reals = np.flatnonzero(kinds != "pair")
+    reals = np.flatnonzero(~fakes)
     # each real face is there as itself and, right after it, as a pseudo-fake
     blends = np.flatnonzero(modes == BLEND)
     assert sorted(whole[blends, 0].tolist()) == reals.tolist()
@@ -27,15 +27,15 @@ def test_epoch_plan_pairs_every_real_with_a_pseudo_fake_and_balances_the_pairs()
     assert sorted(whole[modes == PAIR, 0].tolist()) == list(range(16, 46))
     labels = (modes != REAL).astype(int)
     assert labels.sum() * 2 == len(labels)
-    again = _items(training_data.epoch_windows(kinds, blocks, epoch=4, seed=0, world=1))
+    again = _items(training_data.epoch_windows(fakes, blocks, epoch=4, seed=0, world=1))
     assert not np.array_equal(whole, again)
 
 
 def test_each_rank_takes_whole_row_groups_of_its_own():
     rng = np.random.default_rng(0)
-    kinds = rng.choice(np.array(["real", "pair", "photo"], dtype=object), 5000)
+    fakes = rng.random(5000) < 1 / 3
     blocks = np.arange(5000) // 64
-    windows = training_data.epoch_windows(kinds, blocks, epoch=0, seed=0, world=3)
+    windows = training_data.epoch_windows(fakes, blocks, epoch=0, seed=0, world=3)
     read = [{int(b) for w in mine for b in blocks[w[:, 0]]} for mine in windows]
     assert all(read) and sum(map(len, read)) == len(set().union(*read)) == blocks.max() + 1
     for mine in windows:  # a window is a few whole row groups, its items among them
@@ -46,7 +46,7 @@ def test_each_rank_takes_whole_row_groups_of_its_own():
     assert all(sum(-(-len(w) // 16) for w in mine) >= steps for mine in windows)
     assert steps * 16 * 3 > 0.9 * len(_items(windows))  # equal steps drop little
     # fewer row groups than ranks: both ranks still train, on shares of the one window
-    few = training_data.epoch_windows(kinds[:40], np.zeros(40, int), 0, 0, world=2)
+    few = training_data.epoch_windows(fakes[:40], np.zeros(40, int), 0, 0, world=2)
     assert [len(mine) for mine in few] == [1, 1] and training_data.steps_per_epoch(few, 4) > 0
 
 
@@ -66,14 +66,15 @@ def test_an_epoch_reads_each_row_group_once(tmp_path, monkeypatch):
     read_row_groups = pq.ParquetFile.read_row_groups
     monkeypatch.setattr(pq.ParquetFile, "read_row_groups", lambda self, groups, **kw: (
         reads.extend(groups) or read_row_groups(self, groups, **kw)))
-    kinds = np.asarray(index.column("kind").to_pylist(), dtype=object)
-    windows = training_data.epoch_windows(kinds, index.column("block").to_numpy(), 0, 0, 2)
+    fakes = index.column("label").to_numpy() == 1
+    windows = training_data.epoch_windows(fakes, index.column("block").to_numpy(), 0, 0, 2)
     sample_ids = []
     for mine in windows:
         for w in mine:
             positions = np.unique(w[:, 0])
             crops = training_data.load_crops(run, index, positions)
-            assert crops.images.shape == (len(positions), 8, 8, 3)
+            assert len(crops.images) == len(positions)
+            assert all(i.shape == (8, 8, 3) for i in crops.images)
             sample_ids += [index.column("sample_id")[int(p)].as_py() for p in positions]
     assert len(reads) == 24  # each of the 24 row groups once, over both ranks
     assert sorted(sample_ids) == sorted(index.column("sample_id").to_pylist())
@@ -89,7 +90,8 @@ def two_crops() -> Crops:
         images.append(crop)
         boxes.append(inner)
         marks.append(np.array([p for f in points.values() for p in f], np.float32))
-    return Crops(np.stack(images), np.zeros((2, 256, 256), np.uint8), np.array(boxes), marks)
+    return Crops(np.stack(images), np.zeros((2, 256, 256), np.uint8), np.array(boxes), marks,
+                 np.ones(2, bool))
 
 
 def test_pseudo_fakes_are_new_each_draw_and_their_masks_follow_the_crop(two_crops):
@@ -99,8 +101,8 @@ def test_pseudo_fakes_are_new_each_draw_and_their_masks_follow_the_crop(two_crop
                                      np.random.default_rng(0))
     b = training_data.training_batch(two_crops, items, labels, 128, 0.15, 0.5, None,
                                      np.random.default_rng(1))
-    images, masks, ys = a
-    assert ys.tolist() == [0, 1, 0, 1]
+    images, masks, ys, known = a
+    assert ys.tolist() == [0, 1, 0, 1] and known.all()
     assert all(i.shape == (128, 128, 3) for i in images) and masks.shape == (4, 128, 128)
     assert masks[[0, 2]].sum() == 0 and all(masks[k].mean() > 0.1 for k in (1, 3))
     assert not np.array_equal(images[1], b[0][1])  # a fresh pseudo-fake each draw
@@ -148,3 +150,25 @@ def test_validation_holds_real_faces_and_real_fakes_only(ffpp_crops, shared_data
     assert sorted(folder.videos) == sorted(f"{p.parent.name}/{p.name}"
                                            for p in dev.glob("*/*.jpg"))
     assert all(i.shape == (96, 96, 3) for i in val.images + folder.images)
+
+
+def test_crops_of_different_sizes_load_together(tmp_path):
+    """Labelled crops keep their own size beside prepare's: a window may hold both."""
+    run = RunDir(str(tmp_path / "run"))
+    rows = [{"sample_id": f"s{i}", "video_id": f"v{i}", "original_id": f"v{i}", "label": i % 2,
+             "split": "train", "kind": "crop", "cluster": -1,
+             "image": figures.png_bytes(np.full((side, side, 3), 7, np.uint8)),
+             "mask": b"" if i % 2 else figures.png_bytes(np.zeros((side, side), np.uint8)),
+             "face_box": [0, side, side, 0], "landmarks": []}
+            for i, side in enumerate([8, 16, 24, 32])]
+    run.write_parquet("crops/a.parquet", pa.Table.from_pylist(rows))
+    index = training_data.crop_index(run)
+    crops = training_data.load_crops(run, index, np.arange(4))
+    assert [i.shape[0] for i in crops.images] == [8, 16, 24, 32]
+    assert [m.shape for m in crops.masks] == [(s, s) for s in (8, 16, 24, 32)]
+    assert crops.has_mask.tolist() == [True, False, True, False]
+    items = [(k, PAIR if k % 2 else REAL) for k in range(4)]
+    images, masks, ys, known = training_data.training_batch(
+        crops, items, np.array([0, 1, 0, 1]), 16, 0.0, 0.5, None, np.random.default_rng(0))
+    assert all(i.shape == (16, 16, 3) for i in images) and masks.shape == (4, 16, 16)
+    assert ys.tolist() == [0, 1, 0, 1] and known.tolist() == [True, False, True, False]
