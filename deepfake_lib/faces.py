@@ -114,12 +114,14 @@ class MtcnnDetector:
                  device: str = "cpu"):
         from facenet_pytorch import MTCNN  # noqa: PLC0415 - loads torch
 
-        self.max_side, self.min_score = max_side, min_score
+        self.max_side, self.min_score, self.min_face_px = max_side, min_score, min_face_px
         self.model = MTCNN(keep_all=True, device=device, min_face_size=min_face_px,
                            post_process=False)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         small, scale = shrink(rgb, self.max_side)
+        if min(small.shape[:2]) < self.min_face_px:  # no face this small is looked for
+            return []
         boxes, scores = self.model.detect(np.ascontiguousarray(small))
         if boxes is None:
             return []

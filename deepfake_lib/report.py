@@ -357,9 +357,16 @@ def write_report(out: str) -> str | None:
 
 def try_write_report(out: str) -> str | None:
     """:func:`write_report`, except that a failure is printed (to stderr) and gives None: the
-    report never undoes the work of a stage that finished."""
+    report never undoes the work of a stage that finished. An older report is then removed,
+    so none is left that reads as current."""
     try:
         return write_report(out)
     except Exception as exc:  # noqa: BLE001 - a by-product: the stage's outputs stand
-        print(f"report: not written ({type(exc).__name__}: {exc})", file=sys.stderr)
+        run = RunDir(out)
+        try:
+            removed = "; the older report.html was removed" if run.exists("report.html") else ""
+            run.delete("report.html")
+        except OSError:
+            removed = f"; the older {run.uri('report.html')} is out of date"
+        print(f"report: not written ({type(exc).__name__}: {exc}){removed}", file=sys.stderr)
         return None

@@ -2,23 +2,74 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
+import socket
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from deepfake_lib.storage import RunDir
 
+CONNECT_TIMEOUT_S = 30.0
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+
+@dataclass(frozen=True)
+class RayAddress:
+    """Where a job finds Ray (None: ``$RAY_ADDRESS``, else a local Ray) and how long it waits
+    for an address to answer before it gives up."""
+
+    address: str | None = None
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
+
+
+def add_ray_flags(parser: argparse.ArgumentParser) -> None:
+    """``--address`` and ``--connect-timeout-s``, as every job that uses Ray takes them."""
+    parser.add_argument("--address", default=None,
+                        help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    parser.add_argument("--connect-timeout-s", type=float, default=CONNECT_TIMEOUT_S,
+                        help="give up on a Ray address that does not answer within this many "
+                             "seconds (default %(default)g)")
+
+
+def ray_address(args: argparse.Namespace) -> RayAddress:
+    if not math.isfinite(args.connect_timeout_s) or args.connect_timeout_s <= 0:
+        raise SystemExit(f"--connect-timeout-s {args.connect_timeout_s:g}: must be above 0")
+    return RayAddress(args.address, args.connect_timeout_s)
+
+
+def check_answers(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise RuntimeError unless something answers at ``address`` (``host:port`` or
+    ``ray://host:port``) within ``timeout_s``: Ray itself would wait for minutes. ``auto``
+    and ``local`` are left to Ray."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if address in ("auto", "local") or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        where = " (from $RAY_ADDRESS)" if address == os.environ.get("RAY_ADDRESS") else ""
+        raise RuntimeError(f"no Ray answers at {address}{where} within {timeout_s:g} s "
+                           f"({exc.strerror or type(exc).__name__}): start Ray there, give "
+                           "another --address, or unset RAY_ADDRESS for a local Ray") from None
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None,
+             connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     """Join the Ray cluster at ``address`` (``auto``, ``ray://host:10001`` or ``host:6379``),
     else ``$RAY_ADDRESS`` or a Ray already running on this machine, else start a local one.
-    Does nothing when Ray is already initialised (tests share one instance)."""
+    Does nothing when Ray is already initialised (tests share one instance). Raises
+    RuntimeError when the address does not answer within ``connect_timeout_s``."""
     import ray  # noqa: PLC0415 - importing the package must not pull Ray in
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        check_answers(address, connect_timeout_s)
     kwargs = {"log_to_driver": True} if not address else {}
     if num_cpus is not None and not address:
         kwargs["num_cpus"] = num_cpus
@@ -167,8 +218,8 @@ def check_inputs(config: Any) -> None:
             raise ValueError(f"--data {root} is a file, not a folder of videos")
 
 
-def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | None = None,
-            use_ray: bool = True) -> int:
+def run_job(name: str, stage: Callable[[Any], Any], config: Any,
+            ray: RayAddress = RayAddress(), use_ray: bool = True) -> int:
     """What every job script does: check that the run directory ``config.out`` can be
     written, join or start Ray (unless the stage runs in this process, ``use_ray=False``), run
     one stage, print its summary. Returns the exit code: 1 when the stage could do nothing (a
@@ -181,7 +232,7 @@ def run_job(name: str, stage: Callable[[Any], Any], config: Any, address: str | 
         run.check_writable()
         check_inputs(config)
         if use_ray:
-            init_ray(address)
+            init_ray(ray.address, connect_timeout_s=ray.connect_timeout_s)
         summary = stage(config)
     except KeyboardInterrupt:
         print(f"{name}: interrupted; what was finished is in {run.location}. To resume, "

@@ -70,12 +70,14 @@ def read_bytes(location: str) -> bytes:
 
 
 def write_bytes_atomic(location: str, data: bytes) -> None:
-    """Write ``data`` to ``location`` so that readers see the old file or the new, never a part."""
+    """Write ``data`` to ``location`` so that readers see the old file or the new, never a part.
+    Locally the data goes to a temporary file of a short name of its own beside it (a name
+    made longer than the final one could pass the file system's limit), then is renamed."""
     fs, path = resolve(location)
     parent = posixpath.dirname(path) if is_uri(location) else os.path.dirname(path)
     fs.create_dir(parent, recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}")
         try:
             with fs.open_output_stream(tmp) as f:
                 f.write(data)
@@ -140,7 +142,11 @@ class RunDir:
         self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
     def read_json(self, rel: str) -> Any:
-        return json.loads(self.read_bytes(rel))
+        """The JSON of ``rel``; ValueError naming it when it is damaged (not JSON)."""
+        try:
+            return json.loads(self.read_bytes(rel))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise self.damaged(rel, exc) from None
 
     def write_parquet(self, rel: str, table: pa.Table, row_group_size: int | None = None,
                       group_by: str | None = None) -> None:
@@ -162,25 +168,51 @@ class RunDir:
                     writer.write_table(table.take(rows[value]), row_group_size=row_group_size)
         self.write_bytes(rel, buf.getvalue())
 
+    def damaged(self, rel: str, exc: Exception) -> ValueError:
+        """The error for a file of the run directory that cannot be read as what it should
+        be: it names the file and how to recover."""
+        return ValueError(f"{self.uri(rel)} is damaged ({' '.join(str(exc).split())[:200]}): "
+                          "delete it to redo what it holds, or rerun with --overwrite")
+
     def parquet_file(self, rel: str) -> pq.ParquetFile:
-        """One Parquet file opened for reading parts of it (row groups, columns)."""
+        """One Parquet file opened for reading parts of it (row groups, columns). Raises
+        ValueError naming it when it is damaged."""
         fs, path = resolve(self.uri(rel))
-        return pq.ParquetFile(fs.open_input_file(path))
+        try:
+            return pq.ParquetFile(fs.open_input_file(path))
+        except (pa.ArrowInvalid, OSError) as exc:
+            if fs.get_file_info(path).type != pafs.FileType.File:
+                raise
+            raise self.damaged(rel, exc) from None
 
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         """Read one Parquet file, or every ``*.parquet`` file of folder ``rel`` in name order.
 
-        Raises ``FileNotFoundError`` when there is nothing to read.
+        Raises ``FileNotFoundError`` when there is nothing to read, ValueError naming a file
+        that is damaged (not Parquet, cut short, or without the columns asked for).
         """
         fs, path = resolve(self.uri(rel))
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.File:
-            return pq.read_table(path, filesystem=fs, columns=columns)
+            return self._read_one(rel, columns)
         names = self.list(rel, ".parquet")
         if not names:
             raise FileNotFoundError(f"no Parquet files at {self.uri(rel)}")
-        tables = [pq.read_table(f"{path}/{n}", filesystem=fs, columns=columns) for n in names]
-        return pa.concat_tables(tables, promote_options="default")
+        tables = [self._read_one(f"{rel}/{n}", columns) for n in names]
+        try:
+            return pa.concat_tables(tables, promote_options="default")
+        except pa.ArrowInvalid as exc:  # a part of another schema
+            raise ValueError(f"the Parquet files of {self.uri(rel)} do not agree ({exc}): one "
+                             "is from another version; rerun with --overwrite") from None
+
+    def _read_one(self, rel: str, columns: list[str] | None) -> pa.Table:
+        fs, path = resolve(self.uri(rel))
+        try:
+            return pq.read_table(path, filesystem=fs, columns=columns)
+        except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:  # OSError: bad pages too
+            if fs.get_file_info(path).type != pafs.FileType.File:
+                raise
+            raise self.damaged(rel, exc) from None
 
     def check_writable(self) -> None:
         """Write and delete a small file, so that a run directory that cannot be written (no

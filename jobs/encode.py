@@ -13,10 +13,10 @@ from deepfake_lib.batches import TaskOptions
 from deepfake_lib.checks import FlagParser
 from deepfake_lib.encode import EncodeConfig, run_encode
 from deepfake_lib.faces import DETECTORS
-from deepfake_lib.runtime import run_job
+from deepfake_lib.runtime import RayAddress, add_ray_flags, ray_address, run_job
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]:
+def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, RayAddress]:
     p = FlagParser((EncodeConfig, TaskOptions), description=__doc__,
                    formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="folders (or s3:// URIs) of DFDC parts")
@@ -45,8 +45,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]
     p.add_argument("--shared-fs", action="store_true",
                    help="local paths are on a file system every node mounts (without it a "
                         "multi-node cluster needs s3:// paths)")
-    p.add_argument("--address", default=None,
-                   help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    add_ray_flags(p)
     a = p.parse_args(argv)
     with p.checked():
         config = EncodeConfig(data=tuple(a.data), out=a.out, all_videos=a.all,
@@ -57,12 +56,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, str | None]
                               tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
                                                 memory_gb_per_task=a.memory_gb_per_task,
                                                 max_in_flight=a.max_in_flight))
-    return config, a.address
+    return config, ray_address(a)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, address = parse_args(argv)
-    return run_job("encode", run_encode, config, address)
+    config, ray = parse_args(argv)
+    return run_job("encode", run_encode, config, ray)
 
 
 if __name__ == "__main__":

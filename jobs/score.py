@@ -10,16 +10,18 @@ import argparse
 import sys
 
 from deepfake_lib.checks import FlagParser
-from deepfake_lib.runtime import run_job
+from deepfake_lib.runtime import RayAddress, add_ray_flags, ray_address, run_job
 from deepfake_lib.scoring import AGGREGATIONS, ScoreConfig, run_score
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
+def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, RayAddress]:
     p = FlagParser((ScoreConfig,), description=__doc__,
                    formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="folders (or s3:// URIs) of videos")
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
-    p.add_argument("--model", default=None, help="trained model folder (default RUN/model)")
+    p.add_argument("--model", default=None,
+                   help="trained model folder (default RUN/model), or reference: the detector\n"
+                        "shipped with the package")
     p.add_argument("--budget-s", type=float, default=8.0, help="seconds per video (Kaggle: 8)")
     p.add_argument("--grace-s", type=float, default=4.0,
                    help="after budget + grace a worker is replaced")
@@ -43,8 +45,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
     p.add_argument("--shared-fs", action="store_true",
                    help="local paths are on a file system every node mounts (without it a "
                         "multi-node cluster needs s3:// paths)")
-    p.add_argument("--address", default=None,
-                   help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    add_ray_flags(p)
     a = p.parse_args(argv)
     with p.checked():
         config = ScoreConfig(data=tuple(a.data), out=a.out, model=a.model, budget_s=a.budget_s,
@@ -54,12 +55,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, str | None]:
                              cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus_per_actor,
                              start_timeout_s=a.start_timeout_s, batch_size=a.batch_size,
                              overwrite=a.overwrite, shared_fs=a.shared_fs)
-    return config, a.address
+    return config, ray_address(a)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, address = parse_args(argv)
-    return run_job("score", run_score, config, address)
+    config, ray = parse_args(argv)
+    return run_job("score", run_score, config, ray)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def test_a_job_in_which_nothing_succeeded_exits_1(job, tmp_path, monkeypatch, ca
     stage, summary = _did_nothing(str(tmp_path))[job]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "videos").mkdir()
-    monkeypatch.setattr(runtime, "init_ray", lambda address=None: None)
+    monkeypatch.setattr(runtime, "init_ray", lambda *args, **kwargs: None)
     monkeypatch.setattr(module, stage, lambda config: summary)
     assert module.main(JOB_ARGS[job] + ["--out", str(tmp_path)]) == 1
     assert capsys.readouterr().out.strip() == summary.text()  # the summary says what failed
@@ -141,7 +141,7 @@ def test_a_run_directory_that_cannot_be_written_is_one_line_before_ray_starts(
 
     (tmp_path / "a_file").write_text("in the way")
     monkeypatch.setattr(runtime, "init_ray",
-                        lambda address=None: pytest.fail("Ray started for a run it cannot write"))
+                        lambda *args, **kwargs: pytest.fail("Ray started for a run it cannot write"))
     out = str(tmp_path / "a_file" / "run")
     assert importlib.import_module(f"jobs.{job}").main(JOB_ARGS[job] + ["--out", out]) == 1
     err = capsys.readouterr().err
@@ -170,10 +170,30 @@ def test_data_that_cannot_be_the_input_is_one_line_before_ray_starts(case, tmp_p
     elif case == "same_as_out":
         data.mkdir()
     monkeypatch.setattr(runtime, "init_ray",
-                        lambda address=None: pytest.fail("Ray started for data it cannot read"))
+                        lambda *args, **kwargs: pytest.fail("Ray started for data it cannot read"))
     out = data if case == "same_as_out" else tmp_path / "run"
     assert main(["--data", str(data), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     expected = {"missing": "does not exist", "file": "is a file, not a folder",
                 "same_as_out": "is also a --data folder"}[case]
     assert expected in err and err.count("\n") == 1
+
+
+def test_a_ray_address_that_does_not_answer_is_one_line_in_bounded_time(tmp_path, monkeypatch,
+                                                                      capsys):
+    import time
+
+    from jobs.score import main
+
+    import ray
+
+    (tmp_path / "videos").mkdir()
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # the suite's own Ray is up
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # nothing listens on port 1
+    start = time.monotonic()
+    assert main(["--data", str(tmp_path / "videos"), "--out", str(tmp_path / "run"),
+                 "--connect-timeout-s", "5"]) == 1
+    assert time.monotonic() - start < 60  # a hang guard: Ray alone waits for minutes
+    err = capsys.readouterr().err
+    assert err.startswith("score: no Ray answers at 127.0.0.1:1 (from $RAY_ADDRESS) within 5 s")
+    assert err.count("\n") == 1

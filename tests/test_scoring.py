@@ -325,7 +325,7 @@ def test_a_missing_or_damaged_model_is_one_line_before_any_actor_starts(
         (model / "model.pt").write_bytes(weights)
     (tmp_path / "videos").mkdir()
     (tmp_path / "videos" / "a.mp4").write_bytes(b"not looked at")
-    monkeypatch.setattr(runtime, "init_ray", lambda address=None: None)
+    monkeypatch.setattr(runtime, "init_ray", lambda *args, **kwargs: None)
     monkeypatch.setattr(runtime, "check_resources",
                         lambda *a, **k: pytest.fail("actors were about to start"))
     code = main(["--data", str(tmp_path / "videos"), "--out", str(tmp_path / "run"),

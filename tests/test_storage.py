@@ -95,3 +95,26 @@ def test_the_write_probe_leaves_nothing_behind(location, tmp_path, request):
     run = RunDir(str(tmp_path / location) if location == "local" else location)
     run.check_writable()
     assert run.list("") == []
+
+
+def test_a_long_legal_name_is_written_whatever_the_temporary_name(tmp_path):
+    run = RunDir(str(tmp_path))
+    name = "v" * 250 + ".png"  # 254 bytes: legal, with no room for a suffix
+    run.write_bytes(name, b"picture")
+    assert run.read_bytes(name) == b"picture"
+    assert os.listdir(tmp_path) == [name]  # no temporary file left behind
+
+
+def test_damaged_files_of_a_run_directory_are_named_with_the_way_out(tmp_path):
+    run = RunDir(str(tmp_path))
+    run.write_parquet("crops/a.parquet", pa.table({"x": [1]}))
+    (tmp_path / "crops" / "b.parquet").write_bytes(b"PAR1 cut short")
+    with pytest.raises(ValueError, match=r"crops/b.parquet is damaged .*--overwrite"):
+        run.read_parquet("crops")
+    with pytest.raises(ValueError, match=r"crops/b.parquet is damaged"):
+        run.parquet_file("crops/b.parquet")
+    with pytest.raises(ValueError, match=r"crops/a.parquet is damaged .*No match for"):
+        run.read_parquet("crops/a.parquet", columns=["y"])
+    (tmp_path / "train.json").write_text('{"config": {"epochs": 2')
+    with pytest.raises(ValueError, match=r"train.json is damaged .*--overwrite"):
+        run.read_json("train.json")

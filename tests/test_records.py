@@ -1,0 +1,39 @@
+import json
+
+import pytest
+
+from deepfake_lib import records
+from deepfake_lib.storage import RunDir
+
+
+@pytest.mark.parametrize("text,what", [
+    ('{"settings": {"epochs": 2', "Expecting"),                   # cut short
+    ('[1, 2]', "a JSON list, not an object"),                      # a list
+    ('{"config": {}, "settings": [1], "inputs": null}', "'settings' is list"),  # another shape
+    ('{"config": {}, "settings": {}, "inputs": 3}', "'inputs' is int"),
+])
+def test_a_damaged_stage_record_is_named_with_the_way_out(tmp_path, text, what):
+    run = RunDir(str(tmp_path))
+    (tmp_path / "train.json").write_text(text)
+    with pytest.raises(ValueError, match="train.json is damaged") as caught:
+        records.read(run, "train")
+    assert what in str(caught.value) and "--overwrite" in str(caught.value)
+
+
+def test_a_sound_record_reads_back(tmp_path):
+    run = RunDir(str(tmp_path))
+    from deepfake_lib.clustering import ClusterConfig
+
+    records.write(run, "cluster", ClusterConfig(out=str(tmp_path)), "abc")
+    assert records.read(run, "cluster")["inputs"] == "abc"
+    assert json.loads((tmp_path / "cluster.json").read_text())["summary"] is None
+
+
+def test_a_job_on_a_damaged_record_says_so_in_one_line(tmp_path, capsys):
+    from jobs.cluster import main
+
+    (tmp_path / "cluster.json").write_text("[]")
+    assert main(["--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cluster: ") and "cluster.json is damaged" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
