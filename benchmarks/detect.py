@@ -1,33 +1,37 @@
-"""Detector benchmark: a trained model side by side with MesoNet-4 and MesoInception-4 on the
-same labelled face crops: AUC, log loss and seconds per crop, measured in one run.
+"""Detector benchmark: the shipped reference detector, the self-blend-only recipe and MesoNet
+side by side on the same labelled face crops: AUC, log loss, expected calibration error (ECE)
+and seconds per crop, measured in one run.
 
-    .venv/bin/python benchmarks/detect.py --out DIR [--epochs 6] [--image-size 160]
-    .venv/bin/python benchmarks/detect.py --model DIR   # an already trained model
+    .venv/bin/python benchmarks/detect.py                       # the shipped detector
+    .venv/bin/python benchmarks/detect.py --self-blend DIR      # and a self-blend-only model
+    .venv/bin/python benchmarks/detect.py --train-self-blend RUN [--epochs 6]
 
-With ``--out``, the reference detector is first trained from scratch (:func:`train_reference`):
-real faces of ``../shared/data/faces/real_photos`` and ``videos/clips`` with pseudo-fakes
-made every epoch, the best epoch and the temperature chosen on ``dfdc_dev``. ``DIR/model``
-loads with ``load_model``. The dfdc_dev figures are therefore of the validation set the
-model was selected and calibrated on; the shared videos were never seen.
+``--train-self-blend`` first trains the self-blend-only recipe from scratch
+(:func:`train_self_blend`): real faces of ``../shared/data/faces/real_photos`` and
+``videos/clips`` with pseudo-fakes made every epoch, the best epoch and the temperature chosen
+on ``dfdc_dev``. Its dfdc_dev figures are therefore of the set it was selected on.
 
 Crop sets (labels: 1 = fake):
+- ``dfdc_faces_val``: the crops of ``../shared/data/crops/dfdc_faces`` whose videos are in
+  the shipped detector's ``validation_videos.txt``: the people it was never trained on (its
+  best epoch and temperature were chosen on them).
 - ``dfdc_dev``: the 67 DFDC face crops of ``../shared/data/crops/dfdc_dev`` as they are
   (224 px, 34 real, 33 fake; never trained on).
 - ``shared_videos``: faces of the labelled shared videos (FaceForensics++ originals and fakes,
   the two DFDC videos): the main person's face (MTCNN once a second, linked into tracks) at 8
-  detections spread over the video, each cut at the box found in that frame (a fake's faces
-  in the fake's own frames), with the model's own margin and size (``crop_margin`` and
-  ``image_size`` in its ``config.json``; else 0.3 and 256). Video-level scores average each
-  video's crops.
+  detections spread over the video, each cut at the box found in that frame with the model's
+  own margin and size (``crop_margin`` and ``image_size`` in its ``config.json``).
+  Video-level scores average each video's crops. The reference is also shown cut at margin
+  0.15 (the pipeline's default), to show what a framing other than its training's costs.
 
-MesoNet (Keras weights in ``--mesonet``, ported in ``mesonet.py``) gets the same crops resized
-to 256 px. Without ``--model`` only the MesoNet rows are printed. Meso4_DF is the baseline of
-the time ratio.
+MesoNet (Keras weights in ``--mesonet``, ported in ``mesonet.py``) gets the same crops as the
+reference, resized to 256 px. Meso4_DF is the baseline of the time ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -43,7 +47,8 @@ from common import SHARED, print_table  # noqa: E402
 from mesonet import load_meso4, load_mesoinception4, mesonet_fake_probability  # noqa: E402
 
 from deepfake_lib import faces, storage, tracks, video  # noqa: E402
-from deepfake_lib.metrics import binary_scores  # noqa: E402
+from deepfake_lib.metrics import binary_scores, expected_calibration_error  # noqa: E402
+from deepfake_lib.model import reference_dir, resolve_model  # noqa: E402
 
 Predict = Callable[[list[np.ndarray]], np.ndarray]
 
@@ -125,13 +130,6 @@ def shared_video_crops(shared: Path, margin: float, size: int) -> CropSet:
     return CropSet(crops, np.array(labels, dtype=int), groups)
 
 
-def crop_sets(shared: Path, margin: float, size: int) -> dict[str, CropSet]:
-    """The benchmark's labelled crop sets (see the module docstring); ``margin`` and ``size``
-    apply to the crops cut from the shared videos."""
-    return {"dfdc_dev": folder_crops(shared / "crops" / "dfdc_dev"),
-            "shared_videos": shared_video_crops(shared, margin, size)}
-
-
 def group_means(crops: CropSet, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per group (in first-seen order): its label and the mean probability of its crops."""
     names = list(dict.fromkeys(crops.groups))
@@ -141,12 +139,14 @@ def group_means(crops: CropSet, probs: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return labels, means
 
 
-def evaluate(predict: Predict, crops: CropSet, repeats: int = 2) -> dict[str, float]:
+def evaluate(predict: Predict, crops: CropSet, repeats: int | None = None) -> dict[str, float]:
     """AUC and log loss (clipped as the leaderboard clips) of ``predict``'s fake
-    probabilities on ``crops``, seconds per crop (the fastest of ``repeats`` passes after
-    one warm-up crop: the machine is shared), and the same scores per group
+    probabilities on ``crops``, seconds per crop (the fastest of ``repeats`` passes, by default
+    two up to 1,000 crops and one above, after one warm-up crop: the machine is shared), and
+    the same scores per group
     (``video_auc``, ``video_logloss``: the mean of a group's crops)."""
     predict(crops.crops[:1])
+    repeats = repeats or (2 if len(crops.crops) <= 1000 else 1)
     seconds = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -155,20 +155,38 @@ def evaluate(predict: Predict, crops: CropSet, repeats: int = 2) -> dict[str, fl
     scores = binary_scores(crops.labels, probs)
     per_video = binary_scores(*group_means(crops, probs))
     return {"auc": scores["auc"], "logloss": scores["logloss"],
+            "ece": expected_calibration_error(crops.labels, probs),
             "s_per_crop": seconds / len(crops.crops), "seconds": seconds,
             "video_auc": per_video["auc"], "video_logloss": per_video["logloss"]}
 
 
 def model_crop_settings(model_dir: str) -> tuple[float, int]:
-    """``(crop margin, input size)`` the model was trained with, from its ``config.json``
-    (defaults 0.3 and 256 where it does not say)."""
-    config = json.loads(storage.read_bytes(storage.join(model_dir, "config.json")))
+    """``(crop margin, input size)`` the model was trained with, from its ``config.json``."""
+    config = json.loads(storage.read_bytes(storage.join(resolve_model(model_dir),
+                                                        "config.json")))
     return (float(config.get("crop_margin", DEFAULT_MARGIN)),
             int(config.get("image_size", DEFAULT_SIZE)))
 
 
-def train_reference(out: Path, shared: Path, epochs: int, image_size: int) -> str:
-    """Train the reference detector from scratch into ``out`` and return its model directory:
+def dfdc_faces_validation(shared: Path) -> CropSet:
+    """The dfdc_faces crops of the videos the shipped detector held out (each its own group:
+    one crop per video)."""
+    held_out = set(Path(reference_dir(), "validation_videos.txt").read_text().split())
+    folder = shared / "crops" / "dfdc_faces"
+    crops, labels, groups = [], [], []
+    with open(folder / "metadata.csv") as f:
+        for row in csv.DictReader(f):
+            video = Path(row["video"]).stem
+            if video in held_out:
+                crops.append(read_rgb(folder / row["file"]))
+                labels.append(int(row["label"] == "FAKE"))
+                groups.append(video)
+    return CropSet(crops, np.array(labels, dtype=int), groups)
+
+
+def train_self_blend(out: Path, shared: Path, epochs: int, image_size: int) -> str:
+    """Train the self-blend-only recipe from scratch into ``out`` and return its model
+    directory:
     prepare crops the real faces of the shared photos and real clips (all in the train
     split), and training makes their pseudo-fakes every epoch; ``dfdc_dev`` only validates
     (best epoch, temperature). The labelled shared videos are never trained on."""
@@ -189,6 +207,12 @@ def train_reference(out: Path, shared: Path, epochs: int, image_size: int) -> st
     return summary.model_dir
 
 
+def model_predictor(model_dir: str) -> Predict:
+    from deepfake_lib.model import load_model  # noqa: PLC0415
+
+    return load_model(model_dir).predict
+
+
 def mesonet_predictors(mesonet_dir: Path) -> dict[str, Predict]:
     """A fake-probability function per published MesoNet weights file."""
     out = {}
@@ -199,67 +223,82 @@ def mesonet_predictors(mesonet_dir: Path) -> dict[str, Predict]:
     return out
 
 
-def model_predictor(model_dir: str) -> Predict:
-    from deepfake_lib.model import load_model  # noqa: PLC0415
-
-    return load_model(model_dir).predict
-
-
 def table(results: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], list[list]]:
     """Headers and rows of the table of ``results`` (model -> crop set -> :func:`evaluate`'s
-    scores): per crop set AUC, log loss, s/crop (and the video-level scores of
+    scores): per crop set AUC, log loss, ECE, s/crop (and the video-level scores of
     ``shared_videos``), then each model's total time relative to the baseline's."""
+    sets = list(dict.fromkeys(s for by_set in results.values() for s in by_set))
     baseline_s = sum(r["seconds"] for r in results[BASELINE].values())
     headers, rows = ["model"], []
-    for s in results[BASELINE]:
-        headers += [f"{s} AUC", f"{s} log loss", f"{s} s/crop"]
+    for s in sets:
+        headers += [f"{s} AUC", f"{s} log loss", f"{s} ECE", f"{s} s/crop"]
         if s == "shared_videos":
             headers += [f"{s} video AUC", f"{s} video log loss"]
     headers.append(f"time / {BASELINE}")
     for name, by_set in results.items():
         row = [name]
-        for s, r in by_set.items():
-            row += [r["auc"], r["logloss"], r["s_per_crop"]]
+        for s in sets:
+            r = by_set.get(s)
+            row += [r["auc"], r["logloss"], r["ece"], r["s_per_crop"]] if r else ["-"] * 4
             if s == "shared_videos":
-                row += [r["video_auc"], r["video_logloss"]]
-        rows.append(row + [sum(r["seconds"] for r in by_set.values()) / baseline_s])
+                row += [r["video_auc"], r["video_logloss"]] if r else ["-"] * 2
+        whole = set(by_set) == set(sets)  # a row of one set has no time to compare
+        rows.append(row + [sum(r["seconds"] for r in by_set.values()) / baseline_s
+                           if whole else "-"])
     return headers, rows
 
 
-def run_evaluation(model_dir: str | None, mesonet_dir: Path, shared: Path) -> None:
-    """Score the model in ``model_dir`` (when given) and the MesoNets on the crop sets and
-    print one table."""
-    margin, size = model_crop_settings(model_dir) if model_dir else (DEFAULT_MARGIN,
-                                                                     DEFAULT_SIZE)
+def run_evaluation(models: dict[str, str], mesonet_dir: Path, shared: Path) -> None:
+    """Score the models (name -> model folder) and the MesoNets on the crop sets and print
+    one table. Each model sees the shared videos' faces cut at its own margin and size."""
     start = time.perf_counter()
-    sets = crop_sets(shared, margin, size)
-    counts = ", ".join(f"{s} {len(c.crops)} crops of {len(set(c.groups))} groups "
-                       f"({int(c.labels.sum())} fake)" for s, c in sets.items())
-    print(f"crops: {counts}; video crops at margin {margin}, {size} px; made in "
-          f"{time.perf_counter() - start:.1f} s")
-    predictors = {"trained model": model_predictor(model_dir)} if model_dir else {}
-    predictors.update(mesonet_predictors(mesonet_dir))
-    results = {name: {s: evaluate(predict, crops) for s, crops in sets.items()}
-               for name, predict in predictors.items()}
-    title = "Detectors on labelled face crops (log loss clipped at 1e-15)"
-    print_table(title + (f"; trained model: {model_dir}" if model_dir else ""), *table(results))
+    fixed = {"dfdc_faces_val": dfdc_faces_validation(shared),
+             "dfdc_dev": folder_crops(shared / "crops" / "dfdc_dev")}
+    settings = {name: model_crop_settings(d) for name, d in models.items()}
+    margin, size = settings["reference"]
+    settings["reference, margin 0.15"] = (0.15, size)
+    video_crops_at = {m: shared_video_crops(shared, *m) for m in set(settings.values())}
+    for name, crops in [*fixed.items(), ("shared_videos", video_crops_at[(margin, size)])]:
+        print(f"{name}: {len(crops.crops)} crops of {len(set(crops.groups))} videos "
+              f"({int(crops.labels.sum())} fake)")
+    print(f"crops made in {time.perf_counter() - start:.0f} s")
+    predictors = {name: model_predictor(d) for name, d in models.items()}
+    results = {}
+    for name, predict in predictors.items():
+        results[name] = {**{s: evaluate(predict, c) for s, c in fixed.items()},
+                         "shared_videos": evaluate(predict, video_crops_at[settings[name]])}
+        if name == "reference":
+            results["reference, margin 0.15"] = {"shared_videos": evaluate(
+                predict, video_crops_at[settings["reference, margin 0.15"]])}
+    for name, predict in mesonet_predictors(mesonet_dir).items():
+        results[name] = {**{s: evaluate(predict, c) for s, c in fixed.items()},
+                         "shared_videos": evaluate(predict, video_crops_at[(margin, size)])}
+    print_table("Detectors on labelled face crops (log loss clipped at 1e-15)", *table(results))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path,
-                   help="train the reference detector into this run directory first")
-    p.add_argument("--epochs", type=int, default=6, help="with --out")
-    p.add_argument("--image-size", type=int, default=160, help="with --out: network input, px")
-    p.add_argument("--model", help="a trained model directory (as load_model reads)")
+    p.add_argument("--reference", default="reference",
+                   help="the reference detector's folder (default: the shipped one)")
+    p.add_argument("--self-blend", help="a self-blend-only model folder to compare")
+    p.add_argument("--train-self-blend", type=Path,
+                   help="train the self-blend-only recipe into this run directory first")
+    p.add_argument("--epochs", type=int, default=6, help="with --train-self-blend")
+    p.add_argument("--image-size", type=int, default=160,
+                   help="with --train-self-blend: network input, px")
     p.add_argument("--mesonet", type=Path, default=SHARED.parent / "models" / "mesonet",
                    help="folder of the MesoNet .h5 weights (default: %(default)s)")
     a = p.parse_args()
     start = time.perf_counter()
-    model = train_reference(a.out, SHARED, a.epochs, a.image_size) if a.out else a.model
+    models = {"reference": a.reference}
+    if a.train_self_blend:
+        models["self-blend only"] = train_self_blend(a.train_self_blend, SHARED, a.epochs,
+                                                     a.image_size)
+    elif a.self_blend:
+        models["self-blend only"] = a.self_blend
     trained = time.perf_counter()
-    run_evaluation(model, a.mesonet, SHARED)
+    run_evaluation(models, a.mesonet, SHARED)
     print(f"\ntraining took {trained - start:.0f} s, "
           f"evaluation {time.perf_counter() - trained:.0f} s")
 

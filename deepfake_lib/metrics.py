@@ -49,3 +49,14 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
         return log_loss(y, 1 / (1 + np.exp(-z / np.exp(log_t))), clip=1e-7)
 
     return float(np.exp(minimize_scalar(loss, bounds=(-3.0, 4.0), method="bounded").x))
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: over ``bins`` equal-width bins of the probability of
+    "fake", the share-weighted gap between the mean probability and the share of fakes."""
+    y, p = np.asarray(labels, dtype=float), np.asarray(probs, dtype=float)
+    if not len(y):
+        return float("nan")
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    return float(sum(abs(p[which == b].mean() - y[which == b].mean()) * np.mean(which == b)
+                     for b in range(bins) if np.any(which == b)))

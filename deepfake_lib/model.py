@@ -8,6 +8,10 @@ probabilities. Inputs are face crops, RGB ``uint8``, resized to ``image_size`` a
 with the encoder's mean and spread (on the [0, 1] scale). Encoder weights come from
 ``imagenet`` (offline for EfficientNet-Lite, else smp's hub download), a local file, or
 nowhere (``none``); when they cannot be had the error says so at once.
+
+The package ships a trained detector, the *reference* (``deepfake_lib/detector/``: fp16
+weights, ``config.json`` and its model card ``MODEL_CARD.md``); wherever a model folder is
+asked for, the name ``reference`` means it (:func:`resolve_model`, :func:`load_detector`).
 """
 
 from __future__ import annotations
@@ -55,10 +59,63 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "ModelConfig":
-        raw = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v
-                      for k, v in raw.items() if k in known})
+        """The config of JSON ``text``, every field checked (:func:`check_fields`). Raises
+        ValueError naming the first field that is wrong."""
+        try:
+            raw = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not JSON ({exc})") from None
+        check_fields(raw)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()
+                      if k not in RETIRED_FIELDS})
+
+
+# fields of earlier versions' config.json, read and ignored
+RETIRED_FIELDS = ("prior",)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        bool(np.isfinite(value))
+
+
+def check_fields(raw: object) -> None:
+    """Raise ValueError unless ``raw`` (a parsed ``config.json``) is an object of
+    :class:`ModelConfig`'s fields only, each of its type and in its range: names of known
+    detectors, lists of the right length, finite numbers."""
+    from deepfake_lib.faces import DETECTORS  # noqa: PLC0415
+
+    if not isinstance(raw, dict):
+        raise ValueError(f"a JSON object of fields is expected, not {type(raw).__name__}")
+    known = {f.name for f in fields(ModelConfig)}
+    if unknown := sorted(set(raw) - known - set(RETIRED_FIELDS)):
+        raise ValueError(f"unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    problems = {
+        "arch": lambda v: isinstance(v, str) and v.strip() != "",
+        "encoder": lambda v: isinstance(v, str) and v.strip() != "",
+        "encoder_weights": lambda v: isinstance(v, str) and v.strip() != "",
+        "image_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+        "decoder_channels": lambda v: isinstance(v, list) and len(v) == 5 and all(
+            isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in v),
+        "mean": lambda v: v is None or (isinstance(v, list) and len(v) == 3
+                                        and all(_number(c) for c in v)),
+        "std": lambda v: v is None or (isinstance(v, list) and len(v) == 3
+                                       and all(_number(c) and c > 0 for c in v)),
+        "crop_margin": lambda v: _number(v) and v >= 0,
+        "face_detector": lambda v: v in DETECTORS,
+        "temperature": lambda v: _number(v) and v > 0,
+    }
+    expected = {"image_size": "a whole number of pixels, at least 1",
+                "decoder_channels": "a list of 5 positive whole numbers",
+                "mean": "a list of 3 numbers (RGB) or null",
+                "std": "a list of 3 numbers above 0 (RGB) or null",
+                "crop_margin": "a number, at least 0",
+                "face_detector": f"one of {', '.join(DETECTORS)}",
+                "temperature": "a number above 0"}
+    for name, ok in problems.items():
+        if name in raw and not ok(raw[name]):
+            raise ValueError(f"field {name!r} is {json.dumps(raw[name])}: it must be "
+                             f"{expected.get(name, 'a name, not empty')}")
 
 
 def build_model(config: ModelConfig, pretrained: bool = True):
@@ -165,13 +222,44 @@ class TrainedModel:
         return (1 / (1 + np.exp(-z))).astype(np.float32), np.concatenate(masks).astype(np.float32)
 
 
+REFERENCE = "reference"
+
+
+def reference_dir() -> str:
+    """The folder of the detector shipped inside the package."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "detector")
+
+
+def model_location(model: str) -> str:
+    """Where to load ``model`` from on any node: ``reference`` as it is (each node has the
+    package), a URI as it is, a local path made absolute."""
+    return model if model == REFERENCE or storage.is_uri(model) else os.path.abspath(model)
+
+
+def resolve_model(model: str) -> str:
+    """``model`` as a folder: the shipped detector's for ``reference``, else ``model`` itself
+    (a local path made absolute, or a URI)."""
+    if model == REFERENCE:
+        return reference_dir()
+    return model if storage.is_uri(model) else os.path.abspath(model)
+
+
+def load_detector(model: str = REFERENCE, device: str | None = None) -> TrainedModel:
+    """A detector ready to score RGB face crops: the one shipped with the package by
+    default, else the model folder ``model`` (see :func:`load_model`)."""
+    return load_model(resolve_model(model), device)
+
+
 def load_model(model_dir: str, device: str | None = None) -> TrainedModel:
-    """Load ``model_dir`` (local or s3://) as written by the train stage: ``config.json`` and
-    ``model.pt``. No flags needed; ``device`` defaults to CUDA when available.
+    """Load ``model_dir`` (local or s3://; ``reference``: the shipped detector) as written by
+    the train stage: ``config.json`` and ``model.pt`` (float32 or float16 weights). No flags
+    needed; ``device`` defaults to CUDA when available.
 
     Raises FileNotFoundError when either file is missing, ValueError when one cannot be read
     as this model's."""
     import torch  # noqa: PLC0415
+
+    model_dir = resolve_model(model_dir)
 
     for name in ("config.json", "model.pt"):
         if not storage.exists(storage.join(model_dir, name)):
@@ -202,5 +290,26 @@ def load_model(model_dir: str, device: str | None = None) -> TrainedModel:
 
 def model_digest(model_dir: str) -> str:
     """A digest of the files of a saved model: scores of another model are other scores."""
+    model_dir = resolve_model(model_dir)
     return records.digest(*(storage.read_bytes(storage.join(model_dir, name))
                             for name in ("config.json", "model.pt")))
+
+
+def export_model(model_dir: str, dest: str, card: str = "") -> int:
+    """Write the model of ``model_dir`` to the local folder ``dest`` as shipped: float16
+    weights (``model.pt``), its ``config.json`` and, when given, ``MODEL_CARD.md``. Returns
+    the weights' size in bytes."""
+    import torch  # noqa: PLC0415
+
+    model_dir = resolve_model(model_dir)
+    with storage.local_copy(storage.join(model_dir, "model.pt")) as path:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    os.makedirs(dest, exist_ok=True)
+    weights = os.path.join(dest, "model.pt")
+    torch.save(half, weights)
+    storage.write_bytes_atomic(os.path.join(dest, "config.json"),
+                               storage.read_bytes(storage.join(model_dir, "config.json")))
+    if card:
+        storage.write_bytes_atomic(os.path.join(dest, "MODEL_CARD.md"), card.encode())
+    return os.path.getsize(weights)

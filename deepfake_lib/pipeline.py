@@ -37,6 +37,9 @@ class PipelineConfig:
     sample_photos: str | None = field(default=None, metadata=location(optional=True))
     overwrite: bool = False
     shared_fs: bool = False  # local paths are mounted on every node
+    # the model training fine-tunes (reference: the shipped detector); None: train the
+    # network below from its encoder's weights
+    init_model: str | None = field(default="reference", metadata=location(optional=True))
     encoder: str = "tu-tf_efficientnet_lite0"
     # offline for the EfficientNet-Lite encoders
     encoder_weights: str = field(default="imagenet", metadata=location(
@@ -114,6 +117,7 @@ def _stages(config: PipelineConfig, data: tuple[str, ...]
                                             None),
          run_prepare),
         ("train", lambda run, overwrite: (TrainConfig(out=config.out, model=model,
+                                                      init_model=config.init_model,
                                                       workers=config.workers,
                                                       epochs=config.epochs, overwrite=overwrite,
                                                       shared_fs=shared),

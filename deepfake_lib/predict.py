@@ -48,6 +48,8 @@ COLUMNS = ("path", "prob", "status", "message", "seconds", "n_faces", "n_tracks"
            "picture")
 SCORED = ("ok", "partial")  # statuses whose probability comes from the model
 FRAME_PX = 200              # height of a frame in a picture
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+MAX_NAME_BYTES = 240        # of a picture's name before its "-2" and ".png": 255 at most
 FACE_PX = 160               # side of an enlarged face crop below it
 TITLE_PX = 56
 
@@ -55,7 +57,8 @@ TITLE_PX = 56
 @dataclass(frozen=True)
 class PredictConfig:
     paths: tuple[str, ...] = field(metadata=location(many=True))
-    model: str = field(metadata=location())
+    # a model folder, or the detector shipped with the package
+    model: str = field(default="reference", metadata=location())
     out: str = field(default="predictions", metadata=location())
     # classified frames shown in each picture
     strip: int = field(default=6, metadata=at_least(1))
@@ -85,9 +88,11 @@ class PredictSummary:
                 f"predictions in {storage.join(self.out, 'predictions.csv')}, pictures beside it")
 
 
-def find_videos(paths: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+def find_videos(paths: tuple[str, ...] | list[str], exclude: tuple[str, ...] = ()
+                ) -> list[tuple[str, str]]:
     """``(path, problem)`` for every video named by ``paths`` (files, or folders searched
-    recursively), in order; ``problem`` is empty, or the message of an error row."""
+    recursively, never into ``exclude``: predict's own output), in order; ``problem`` is
+    empty, or the message of an error row."""
     found: list[tuple[str, str]] = []
     for path in paths:
         fs, where = storage.resolve(path)
@@ -99,7 +104,7 @@ def find_videos(paths: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
         if kind == pafs.FileType.NotFound:
             found.append((path, "missing: no such file or folder"))
         elif kind == pafs.FileType.Directory:
-            rows = build_manifest(path).table.to_pylist()
+            rows = build_manifest(path, exclude=exclude).table.to_pylist()
             found += [(r["path"], "" if r["exists"] else "missing: the file is not there")
                       for r in rows]
             if not rows:
@@ -113,10 +118,14 @@ def find_videos(paths: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
 
 
 def picture_names(paths: list[str]) -> list[str]:
-    """A PNG file name per path, from its file name, made unique with ``-2``, ``-3``, ..."""
+    """A PNG file name per path, from its file name (cut to :data:`MAX_NAME_BYTES` bytes:
+    file systems refuse names over 255), made unique with ``-2``, ``-3``, ..."""
     names, seen = [], Counter()
     for path in paths:
         base = posixpath.basename(path.rstrip("/")) or "video"
+        base = base.encode()[:MAX_NAME_BYTES].decode(errors="ignore")
+        if base[:1] in FORMULA_STARTS:  # a name a spreadsheet would run as a formula
+            base = "_" + base[1:]
         seen[base] += 1
         names.append(f"{base}.png" if seen[base] == 1 else f"{base}-{seen[base]}.png")
     return names
@@ -267,29 +276,40 @@ def line(row: dict) -> str:
     return text + (f"  ({row['message']})" if row["message"] else "")
 
 
+def as_text_cell(value: object) -> object:
+    """``value``, with a leading ``'`` where a spreadsheet would take the text for a formula
+    (it starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return)."""
+    if isinstance(value, str) and value[:1] in FORMULA_STARTS:
+        return "'" + value
+    return value
+
+
 def predictions_csv(rows: list[dict]) -> bytes:
+    """The CSV of ``rows``; text cells that a spreadsheet would run as formulas are quoted
+    with a leading ``'`` (:func:`as_text_cell`)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", quoting=csv.QUOTE_MINIMAL,
                             lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "prob": f"{row['prob']:.6f}", "seconds": f"{row['seconds']:.3f}"})
+        writer.writerow({**{k: as_text_cell(v) for k, v in row.items()},
+                         "prob": f"{row['prob']:.6f}", "seconds": f"{row['seconds']:.3f}"})
     return buf.getvalue().encode()
 
 
 def run_predict(config: PredictConfig, log: Callable[[str], None] = print) -> PredictSummary:
     """Predict every video named by ``config.paths``; log one line per video as it is done;
     write the pictures and ``predictions.csv`` into ``config.out``."""
-    from deepfake_lib.model import load_model  # noqa: PLC0415
+    from deepfake_lib.model import REFERENCE, load_model, model_location  # noqa: PLC0415
     from deepfake_lib.runtime import check_locations, check_resources, init_ray  # noqa: PLC0415
 
     start = time.monotonic()
     score = config.score or ScoreConfig(data=config.paths, out=config.out, model=config.model)
-    model_dir = config.model if storage.is_uri(config.model) else RunDir(config.model).location
+    model_dir = model_location(config.model)
     # checked here, once: in the actors a model that cannot load only kills them, over and over
     load_model(model_dir, device="cpu")
     fallback = float(np.clip(score.fallback, score.clip, 1 - score.clip))
-    found = find_videos(config.paths)
+    found = find_videos(config.paths, exclude=(config.out,))
     names = picture_names([path for path, _ in found])
     out = RunDir(config.out)
     rows: dict[int, dict] = {}
@@ -303,7 +323,8 @@ def run_predict(config: PredictConfig, log: Callable[[str], None] = print) -> Pr
     if todo:
         init_ray()
         # the actors read the model and the videos; the driver writes every output
-        check_locations([model_dir, *(v["path"] for v in todo)], score.shared_fs)
+        check_locations([*([model_dir] if model_dir != REFERENCE else []),
+                         *(v["path"] for v in todo)], score.shared_fs)
         score = sized(score, len(todo))
         check_resources("predict actors (--actors, --cpus-per-actor, --gpus-per-actor)",
                         score.cpus_per_actor, score.gpus_per_actor, score.actors)
@@ -311,9 +332,14 @@ def run_predict(config: PredictConfig, log: Callable[[str], None] = print) -> Pr
         for video, scored in pool.run(todo):
             n = int(video["video_id"])
             image = scored.pop("picture", None)
-            if image:
-                out.write_bytes(names[n], image)
             rows[n] = {**scored, "path": video["path"], "picture": names[n] if image else ""}
+            if image:
+                try:
+                    out.write_bytes(names[n], image)
+                except OSError as exc:  # this picture only: the other results stand
+                    rows[n]["picture"] = ""
+                    rows[n]["message"] = "; ".join(
+                        m for m in (rows[n].get("message"), f"picture: {exc}") if m)
             log(line(rows[n]))
     ordered = [rows[n] for n in range(len(found))]
     out.write_bytes("predictions.csv", predictions_csv(ordered))

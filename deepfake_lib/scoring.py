@@ -222,8 +222,10 @@ def score_video(path: str, face_detector: faces.FaceDetector, model, config: Sco
             keep.update(frames={i: decoded[i] for i in order[:classified]}, tracks=tracks)
         if not track_probs:
             row.update(status="no_face", message="no face tracked in the video")
+        elif not np.isfinite(prob := aggregate(track_probs, config.aggregation)):
+            row.update(status="error", message="the model gave no number (nan) for the faces: "
+                       "its weights or config.json are not sound")
         else:
-            prob = aggregate(track_probs, config.aggregation)
             row["prob"] = float(np.clip(prob, config.clip, 1 - config.clip))
             late = classified < len(order)
             row["status"] = "partial" if late else "ok"
@@ -268,7 +270,7 @@ def _label(value: str | None) -> int | None:
 def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     """Score every video under ``config.data``; write scores, submission and leaderboard.
     ``faults`` is for tests (:mod:`deepfake_lib.faults`)."""
-    from deepfake_lib.model import load_model  # noqa: PLC0415
+    from deepfake_lib.model import REFERENCE, load_model, model_location  # noqa: PLC0415
     from deepfake_lib.runtime import check_locations, check_resources, init_ray  # noqa: PLC0415
 
     start = time.monotonic()
@@ -276,9 +278,7 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
         raise ValueError(f"unknown aggregation {config.aggregation!r}")
     fallback = float(np.clip(config.fallback, config.clip, 1 - config.clip))
     run = RunDir(config.out)
-    model_dir = config.model or run.uri("model")
-    if not storage.is_uri(model_dir):
-        model_dir = RunDir(model_dir).location
+    model_dir = model_location(config.model or run.uri("model"))
     # checked here, once: in the actors a model that cannot load only kills them, over and over
     load_model(model_dir, device="cpu")
     manifest = build_manifest(list(config.data), exclude=[config.out]).table
@@ -298,7 +298,8 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     done = batches.done_batches(run, "score", "scores", planned, config.overwrite, ("scores",))
     records.write(run, "score", config, inputs)
     init_ray()
-    check_locations([config.out, *config.data, model_dir], config.shared_fs)
+    check_locations([config.out, *config.data, *([model_dir] if model_dir != REFERENCE else [])],
+                    config.shared_fs)
     todo = [(n, rows.to_pylist()) for n, rows in planned if n not in done]
     progress = Progress("score", sum(len(r) for _, r in todo), every_s=config.progress_every_s)
     pool_config = None

@@ -11,10 +11,10 @@ import sys
 
 from deepfake_lib.checks import FlagParser
 from deepfake_lib.pipeline import PipelineConfig, run_pipeline
-from deepfake_lib.runtime import run_job
+from deepfake_lib.runtime import RayAddress, add_ray_flags, ray_address, run_job
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, str | None]:
+def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, RayAddress]:
     p = FlagParser((PipelineConfig,), description=__doc__,
                    formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
@@ -26,30 +26,41 @@ def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, str | Non
     p.add_argument("--overwrite", action="store_true",
                    help="redo every stage (default: redo only what changed; a stage asked for "
                         "other settings than it ran with refuses)")
+    p.add_argument("--init-model", default="reference",
+                   help="the model training fine-tunes: reference (the detector shipped with\n"
+                        "the package), a model folder, or none to train --encoder from its\n"
+                        "--encoder-weights at --image-size")
     p.add_argument("--encoder", default="tu-tf_efficientnet_lite0",
-                   help="smp encoder of the detector")
+                   help="smp encoder of the detector (with --init-model none)")
     p.add_argument("--encoder-weights", default="imagenet",
                    help="imagenet (offline for tu-tf_efficientnet_lite0/lite2, else smp's hub), "
                         "none, or a weights file (.pth, .pt, .safetensors)")
-    p.add_argument("--image-size", type=int, default=128, help="training crop size, px")
+    p.add_argument("--image-size", type=int, default=128,
+                   help="training crop size, px (with --init-model none)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
     p.add_argument("--shared-fs", action="store_true",
                    help="local paths are on a file system every node mounts (without it a "
                         "multi-node cluster needs s3:// paths)")
-    p.add_argument("--address", default=None,
-                   help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    add_ray_flags(p)
     a = p.parse_args(argv)
+    init_model = None if a.init_model == "none" else a.init_model
+    changed = [f for f in ("encoder", "encoder_weights", "image_size")
+               if getattr(a, f) != p.get_default(f)]
+    if init_model and changed:
+        p.error(f"--{changed[0].replace('_', '-')}: the network comes from --init-model "
+                f"{init_model}; add --init-model none to train a new one")
     with p.checked():
         return PipelineConfig(out=a.out, data=tuple(a.data), sample_photos=a.sample_photos,
-                              overwrite=a.overwrite, shared_fs=a.shared_fs, encoder=a.encoder,
+                              overwrite=a.overwrite, shared_fs=a.shared_fs,
+                              init_model=init_model, encoder=a.encoder,
                               encoder_weights=a.encoder_weights, image_size=a.image_size,
-                              epochs=a.epochs, workers=a.workers), a.address
+                              epochs=a.epochs, workers=a.workers), ray_address(a)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, address = parse_args(argv)
-    return run_job("pipeline", run_pipeline, config, address)
+    config, ray = parse_args(argv)
+    return run_job("pipeline", run_pipeline, config, ray)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Predict: is each video fake, and where was it altered? Any video files or folders of them
 (local or s3://, no data layout needed), scored as the score stage scores them.
 
-    python jobs/predict.py PATH [PATH ...] --model MODEL_DIR [--out DIR] [--budget-s 8]
+    python jobs/predict.py PATH [PATH ...] [--model MODEL_DIR] [--out DIR] [--budget-s 8]
+
+Without --model, the reference detector shipped with the package scores (see
+deepfake_lib/detector/MODEL_CARD.md).
 
 Prints one line per video (probability, status, seconds); writes DIR/predictions.csv and a
 picture per video (DIR/<file name>.png: classified frames, each face's box and the
@@ -15,16 +18,18 @@ import sys
 
 from deepfake_lib.checks import FlagParser
 from deepfake_lib.predict import PredictConfig, run_predict
-from deepfake_lib.runtime import run_job
+from deepfake_lib.runtime import RayAddress, add_ray_flags, ray_address, run_job
 from deepfake_lib.scoring import AGGREGATIONS, ScoreConfig
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[PredictConfig, str | None]:
+def parse_args(argv: list[str] | None = None) -> tuple[PredictConfig, RayAddress]:
     p = FlagParser((PredictConfig, ScoreConfig), description=__doc__,
                    formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="video files or folders (or s3:// URIs)")
-    p.add_argument("--model", required=True, help="trained model folder (a run's RUN/model)")
+    p.add_argument("--model", default="reference",
+                   help="trained model folder (a run's RUN/model); default: the reference\n"
+                        "detector shipped with the package (see its model card)")
     p.add_argument("--out", default="predictions", help="where predictions.csv and the pictures go")
     p.add_argument("--strip", type=int, default=6, help="classified frames shown per picture")
     p.add_argument("--budget-s", type=float, default=8.0, help="seconds per video (Kaggle: 8)")
@@ -42,8 +47,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PredictConfig, str | None
     p.add_argument("--shared-fs", action="store_true",
                    help="local paths are on a file system every node mounts (without it a "
                         "multi-node cluster needs s3:// videos and model)")
-    p.add_argument("--address", default=None,
-                   help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    add_ray_flags(p)
     a = p.parse_args(argv)
     with p.checked():
         score = ScoreConfig(data=tuple(a.paths), out=a.out, model=a.model, budget_s=a.budget_s,
@@ -53,12 +57,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[PredictConfig, str | None
                             shared_fs=a.shared_fs)
         config = PredictConfig(paths=tuple(a.paths), model=a.model, out=a.out, strip=a.strip,
                                score=score)
-    return config, a.address
+    return config, ray_address(a)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, address = parse_args(argv)
-    return run_job("predict", run_predict, config, address)
+    config, ray = parse_args(argv)
+    return run_job("predict", run_predict, config, ray)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python jobs/train.py --out RUN [--workers 2] [--use-gpu] [--encoder tu-tf_efficientnet_lite0]
                          [--encoder-weights imagenet|none|PATH] [--epochs 5]
+    python jobs/train.py --out RUN --init-model reference|MODEL_DIR    # fine-tune a model
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import sys
 
 from deepfake_lib.checks import FlagParser
 from deepfake_lib.model import ModelConfig
-from deepfake_lib.runtime import run_job
+from deepfake_lib.runtime import RayAddress, add_ray_flags, ray_address, run_job
 from deepfake_lib.training import TrainConfig, run_train
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, RayAddress]:
     p = FlagParser((TrainConfig, ModelConfig), description=__doc__,
                    formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True, help="run directory holding crops/ (local or s3://)")
@@ -28,6 +29,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
     p.add_argument("--encoder-weights", default="imagenet",
                    help="imagenet (offline for tu-tf_efficientnet_lite0/lite2, else smp's hub), "
                         "none, or a weights file (.pth, .pt, .safetensors)")
+    p.add_argument("--init-model", default=None,
+                   help="fine-tune this model: a model folder, or reference (the detector\n"
+                        "shipped with the package); none (the default): train anew. Its\n"
+                        "network, input size and crop margin are used, so --arch, --encoder,\n"
+                        "--encoder-weights, --image-size and --crop-margin cannot be given")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=16, help="per worker")
     p.add_argument("--lr", type=float, default=3e-4)
@@ -52,9 +58,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
     p.add_argument("--shared-fs", action="store_true",
                    help="local paths are on a file system every node mounts (without it a "
                         "multi-node cluster needs s3:// paths)")
-    p.add_argument("--address", default=None,
-                   help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    add_ray_flags(p)
     a = p.parse_args(argv)
+    model_flags = ("arch", "encoder", "encoder_weights", "image_size", "crop_margin")
+    changed = [f for f in model_flags if getattr(a, f) != p.get_default(f)]
+    if a.init_model and changed:
+        p.error(f"--{changed[0].replace('_', '-')}: the network and its preprocessing come from "
+                "--init-model")
     with p.checked():
         model = ModelConfig(arch=a.arch, encoder=a.encoder, encoder_weights=a.encoder_weights,
                             image_size=a.image_size, crop_margin=a.crop_margin)
@@ -63,14 +73,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
                              epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                              mask_weight=a.mask_weight, label_weight=a.label_weight,
                              xray_share=a.xray_share, val_data=tuple(a.val_data),
+                             init_model=None if a.init_model == "none" else a.init_model,
                              augment=not a.no_augment, max_failures=a.max_failures,
                              seed=a.seed, overwrite=a.overwrite, shared_fs=a.shared_fs)
-    return config, a.address
+    return config, ray_address(a)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, address = parse_args(argv)
-    return run_job("train", run_train, config, address)
+    config, ray = parse_args(argv)
+    return run_job("train", run_train, config, ray)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ def test_whole_pipeline_with_data_and_run_directory_on_s3(ray_session, sample_di
     on loopback), through Ray tasks, actors and Train workers."""
     _upload(sample_dir, "data", "sample")
     out = "s3://runs/pipeline"
-    run_pipeline(PipelineConfig(out=out, data=("s3://data/sample",), image_size=64, epochs=1),
+    run_pipeline(PipelineConfig(out=out, data=("s3://data/sample",), init_model=None,
+                                image_size=64, epochs=1),
                  log=lambda _: None)
     run = RunDir(out)
     for stage in ("encode", "cluster", "prepare", "train", "score"):
@@ -50,7 +51,8 @@ def test_whole_pipeline_with_data_and_run_directory_on_s3(ray_session, sample_di
     before = {name: run.read_bytes(name) for name in
               ("encode.json", "cluster.json", "train.json", "score.json", "model/model.pt")}
     messages = []
-    run_pipeline(PipelineConfig(out=out, data=("s3://data/sample",), image_size=64, epochs=1),
+    run_pipeline(PipelineConfig(out=out, data=("s3://data/sample",), init_model=None,
+                                image_size=64, epochs=1),
                  log=messages.append)
     skipped = [m for m in messages if m.startswith("pipeline:") and "already done" in m]
     assert len(skipped) == 3  # cluster, train, score
@@ -70,12 +72,12 @@ def test_whole_pipeline_with_data_and_run_directory_on_s3(ray_session, sample_di
     client.put_object(Bucket="data", Key="other/part/metadata.json",
                       Body=json.dumps({v: metadata[v] for v in kept}).encode())
     with pytest.raises(ValueError, match="other inputs"):
-        run_pipeline(PipelineConfig(out=out, data=("s3://data/other",), image_size=64,
-                                    epochs=1), log=lambda _: None)
+        run_pipeline(PipelineConfig(out=out, data=("s3://data/other",), init_model=None,
+                                    image_size=64, epochs=1), log=lambda _: None)
     # other training settings on a finished run: refused
     with pytest.raises(ValueError, match="epochs=1 then, 2 now"):
-        run_pipeline(PipelineConfig(out=out, data=("s3://data/sample",), image_size=64,
-                                    epochs=2), log=lambda _: None)
+        run_pipeline(PipelineConfig(out=out, data=("s3://data/sample",), init_model=None,
+                                    image_size=64, epochs=2), log=lambda _: None)
     assert run.read_bytes("model/model.pt") == before["model/model.pt"]
 
 

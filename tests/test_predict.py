@@ -1,4 +1,7 @@
 import csv
+import io
+import os
+import shutil
 
 import boto3
 import cv2
@@ -136,3 +139,54 @@ def test_strip_and_picture_names():
     assert strip_frames(list(range(32)), 4) == [0, 10, 21, 31]
     assert picture_names(["a/x.mp4", "b/x.mp4", "s3://b/y.mov", "c/x.mp4"]) == [
         "x.mp4.png", "x.mp4-2.png", "y.mov.png", "x.mp4-3.png"]
+    long = "v" * 300 + ".mp4"  # names over the file system's limit are cut, still unique
+    names = picture_names([long, "other/" + long])
+    assert all(len(n.encode()) <= 255 for n in names) and len(set(names)) == 2
+    assert picture_names(["=cmd.mp4"]) == ["_cmd.mp4.png"]  # no formula in a picture's name
+
+
+def test_cells_a_spreadsheet_would_run_are_written_as_text():
+    from deepfake_lib.predict import predictions_csv
+
+    rows = [{"path": p, "prob": 0.5, "status": "error", "message": m, "seconds": 0.0,
+             "n_faces": 0, "n_tracks": 0, "n_frames": 0, "picture": ""}
+            for p, m in [("=HYPERLINK(\"x\")", "@SUM(A1)"), ("+1.mp4", "-2"),
+                         ("ok.mp4", "missing: = inside is fine")]]
+    written = list(csv.DictReader(io.StringIO(predictions_csv(rows).decode())))
+    assert [r["path"] for r in written] == ["'=HYPERLINK(\"x\")", "'+1.mp4", "ok.mp4"]
+    assert [r["message"] for r in written] == ["'@SUM(A1)", "'-2", "missing: = inside is fine"]
+    assert written[0]["prob"] == "0.500000"
+
+
+@pytest.mark.ray
+def test_one_picture_that_cannot_be_written_loses_nothing_else(
+        tiny_model, ray_session, shared_data, tmp_path, monkeypatch):
+    from jobs.predict import main
+
+    from deepfake_lib.storage import RunDir
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    long_name = "a" * 226 + ".mp4"  # legal; its picture's name is 234 bytes
+    shutil.copy(shared_data / "videos" / "ffpp" / "004.mp4", folder / long_name)
+    shutil.copy(shared_data / "videos" / "ffpp" / "519.mp4", folder / "full_disk.mp4")
+    write_bytes = RunDir.write_bytes
+
+    def full_disk(self, rel, data):
+        if rel.startswith("full_disk"):
+            raise OSError(28, "No space left on device")
+        write_bytes(self, rel, data)
+
+    monkeypatch.setattr(RunDir, "write_bytes", full_disk)
+    out = folder / "pred"  # inside the folder it reads: never taken as input
+    for _ in range(2):
+        assert main([str(folder), "--model", str(tiny_model), "--out", str(out),
+                     "--frames", "4"]) == 0
+        rows = {os.path.basename(r["path"]): r for r in _rows(out)}
+        assert sorted(rows) == sorted([long_name, "full_disk.mp4"])
+    assert all(r["status"] == "ok" for r in rows.values())
+    assert rows[long_name]["picture"] == long_name + ".png"
+    assert (out / (long_name + ".png")).exists()
+    assert rows["full_disk.mp4"]["picture"] == ""
+    assert rows["full_disk.mp4"]["message"] == "picture: [Errno 28] No space left on device"
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]

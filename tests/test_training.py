@@ -7,7 +7,7 @@ import pytest
 
 from deepfake_lib.faults import Faults
 from deepfake_lib.model import ModelConfig, load_model
-from deepfake_lib.training import TrainConfig, learning_rate, run_train
+from deepfake_lib.training import TrainConfig, detector_loss, learning_rate, run_train
 
 TINY = ModelConfig(encoder="resnet18", encoder_weights="none", image_size=64)
 
@@ -128,3 +128,61 @@ def test_ctrl_c_during_training_says_where_the_run_stands(ffpp_crops, tmp_path):
     reader.join(10)
     assert any(line.startswith("train: interrupted; what was finished is in") for line in lines)
     assert not (out / "model" / "model.pt").exists()
+
+
+def test_the_mask_loss_leaves_out_items_whose_mask_is_not_known():
+    import segmentation_models_pytorch as smp
+    import torch
+
+    config = TrainConfig(out="unused")
+    dice = smp.losses.DiceLoss("binary", from_logits=True)
+    torch.manual_seed(0)
+    mask_logits, logits = torch.randn(4, 1, 8, 8), torch.randn(4, 1)
+    masks = (torch.rand(4, 1, 8, 8) > 0.5).float()
+    labels = torch.tensor([[0.0], [1.0], [1.0], [0.0]])
+    known = torch.tensor([True, False, True, True])
+    loss = detector_loss(mask_logits, logits, masks, labels, known, config, dice)
+    other = masks.clone()
+    other[1] = 1 - other[1]  # another mask where none is known: the same loss
+    assert torch.equal(loss, detector_loss(mask_logits, logits, other, labels, known, config,
+                                           dice))
+    other[2] = 1 - other[2]  # and where one is: another loss
+    assert not torch.equal(loss, detector_loss(mask_logits, logits, other, labels, known,
+                                               config, dice))
+    # no mask known at all: the label loss alone, the decoder still in the graph
+    none = detector_loss(mask_logits.requires_grad_(), logits, masks, labels,
+                         torch.zeros(4, dtype=torch.bool), config, dice)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    assert torch.allclose(none, expected)
+    none.backward()
+    assert mask_logits.grad is not None
+
+
+@pytest.mark.ray
+def test_fine_tuning_starts_from_the_given_model(ffpp_crops, tiny_model, tmp_path):
+    import torch
+
+    out = _copy_crops(ffpp_crops, tmp_path)
+    # a learning rate too small to move the weights: the result is the model it started from
+    run_train(TrainConfig(out=str(out), init_model=str(tiny_model), workers=1, epochs=1,
+                          batch_size=8, lr=1e-12))
+    start = torch.load(tiny_model / "model.pt", weights_only=True)
+    tuned = torch.load(out / "model" / "model.pt", weights_only=True)
+    weights = [k for k, v in start.items() if v.is_floating_point() and "running" not in k]
+    assert all(torch.allclose(start[k], tuned[k], atol=1e-6) for k in weights)
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["encoder"] == "resnet18" and config["image_size"] == 64
+    assert main_refuses(["--out", str(out), "--init-model", str(tiny_model),
+                         "--image-size", "96"], "--image-size: the network and its")
+
+
+def main_refuses(argv: list[str], message: str) -> bool:
+    import contextlib
+    import io
+
+    from jobs.train import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+        main(argv)
+    return message in err.getvalue()
