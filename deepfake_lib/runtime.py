@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from deepfake_lib.checks import FlagParser, above, validate
 from deepfake_lib.storage import RunDir
 
 CONNECT_TIMEOUT_S = 30.0
@@ -22,7 +22,10 @@ class RayAddress:
     for an address to answer before it gives up."""
 
     address: str | None = None
-    connect_timeout_s: float = CONNECT_TIMEOUT_S
+    connect_timeout_s: float = field(default=CONNECT_TIMEOUT_S, metadata=above(0))
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def add_ray_flags(parser: argparse.ArgumentParser) -> None:
@@ -31,13 +34,13 @@ def add_ray_flags(parser: argparse.ArgumentParser) -> None:
                         help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     parser.add_argument("--connect-timeout-s", type=float, default=CONNECT_TIMEOUT_S,
                         help="give up on a Ray address that does not answer within this many "
-                             "seconds (default %(default)g)")
+                             "seconds, default %(default)g (allowed: > 0)")
 
 
-def ray_address(args: argparse.Namespace) -> RayAddress:
-    if not math.isfinite(args.connect_timeout_s) or args.connect_timeout_s <= 0:
-        raise SystemExit(f"--connect-timeout-s {args.connect_timeout_s:g}: must be above 0")
-    return RayAddress(args.address, args.connect_timeout_s)
+def ray_address(parser: FlagParser, args: argparse.Namespace) -> RayAddress:
+    """The job's :class:`RayAddress` from its flags (a bad value: one line, exit code 2)."""
+    with parser.checked():
+        return RayAddress(args.address, args.connect_timeout_s)
 
 
 def check_answers(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:

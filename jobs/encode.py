@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, RayAddress]
                               tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
                                                 memory_gb_per_task=a.memory_gb_per_task,
                                                 max_in_flight=a.max_in_flight))
-    return config, ray_address(a)
+    return config, ray_address(p, a)
 
 
 def main(argv: list[str] | None = None) -> int:

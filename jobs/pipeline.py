@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, RayAddres
                               overwrite=a.overwrite, shared_fs=a.shared_fs,
                               init_model=init_model, encoder=a.encoder,
                               encoder_weights=a.encoder_weights, image_size=a.image_size,
-                              epochs=a.epochs, workers=a.workers), ray_address(a)
+                              epochs=a.epochs, workers=a.workers), ray_address(p, a)
 
 
 def main(argv: list[str] | None = None) -> int:

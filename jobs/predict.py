@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PredictConfig, RayAddress
                             shared_fs=a.shared_fs)
         config = PredictConfig(paths=tuple(a.paths), model=a.model, out=a.out, strip=a.strip,
                                score=score)
-    return config, ray_address(a)
+    return config, ray_address(p, a)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, RayAddress
                                overwrite=a.overwrite, shared_fs=a.shared_fs,
                                tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
                                                  memory_gb_per_task=a.memory_gb_per_task))
-    return config, ray_address(a)
+    return config, ray_address(p, a)
 
 
 def main(argv: list[str] | None = None) -> int:

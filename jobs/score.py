@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, RayAddress]:
                              cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus_per_actor,
                              start_timeout_s=a.start_timeout_s, batch_size=a.batch_size,
                              overwrite=a.overwrite, shared_fs=a.shared_fs)
-    return config, ray_address(a)
+    return config, ray_address(p, a)
 
 
 def main(argv: list[str] | None = None) -> int:

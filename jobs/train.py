@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, RayAddress]:
                              init_model=None if a.init_model == "none" else a.init_model,
                              augment=not a.no_augment, max_failures=a.max_failures,
                              seed=a.seed, overwrite=a.overwrite, shared_fs=a.shared_fs)
-    return config, ray_address(a)
+    return config, ray_address(p, a)
 
 
 def main(argv: list[str] | None = None) -> int:

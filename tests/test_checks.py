@@ -52,6 +52,9 @@ BAD = [  # job, flags, the message
     ("pipeline", ["--out", ""], "--out '': must be a local path or s3:// URI"),
     ("pipeline", ["--out", "run", "--data", ""], "--data '': must be a local path"),
     ("pipeline", ["--out", "run", "--workers", "0"], "--workers 0: must be >= 1"),
+    ("score", DATA_OUT + ["--connect-timeout-s", "0"], "--connect-timeout-s 0.0: must be > 0"),
+    ("train", ["--out", "run", "--connect-timeout-s", "nan"],
+     "--connect-timeout-s nan: must be > 0"),
 ]
 
 

@@ -140,8 +140,8 @@ def test_a_run_directory_that_cannot_be_written_is_one_line_before_ray_starts(
     from deepfake_lib import runtime
 
     (tmp_path / "a_file").write_text("in the way")
-    monkeypatch.setattr(runtime, "init_ray",
-                        lambda *args, **kwargs: pytest.fail("Ray started for a run it cannot write"))
+    monkeypatch.setattr(runtime, "init_ray", lambda *args, **kwargs: pytest.fail(
+        "Ray started for a run it cannot write"))
     out = str(tmp_path / "a_file" / "run")
     assert importlib.import_module(f"jobs.{job}").main(JOB_ARGS[job] + ["--out", out]) == 1
     err = capsys.readouterr().err
