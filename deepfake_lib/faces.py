@@ -205,6 +205,13 @@ def face_landmarks(rgb: np.ndarray, boxes: list[Box]) -> list[dict[str, list[tup
     return fr.face_landmarks(np.ascontiguousarray(rgb), face_locations=list(boxes), model="large")
 
 
+def flat_landmarks(rgb: np.ndarray, box: Box) -> list[float]:
+    """The landmarks of the face at ``box`` as face_recognition groups dlib's 68 (72 points:
+    the lips' corners twice), flattened ``x0, y0, x1, y1, ...``; empty when none are found."""
+    marks = face_landmarks(rgb, [box])
+    return [float(c) for feature in marks[0].values() for p in feature for c in p] if marks else []
+
+
 def expand_box(box: Box, margin: float, height: int, width: int, square: bool = True) -> Box:
     """Grow ``box`` by ``margin`` times its size on every side (made square first when
     ``square``), clamped to the image."""

@@ -20,6 +20,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from deepfake_lib import faces, storage
 from deepfake_lib.dataset import IMAGE_EXTENSIONS
@@ -80,8 +81,6 @@ def read_labels(folder: str) -> pa.Table:
                          "family": original or video, "label": label})
     else:
         fs, base = storage.resolve(folder)
-        import pyarrow.fs as pafs  # noqa: PLC0415
-
         for label, sub in ((0, "real"), (1, "fake")):
             info = fs.get_file_info(pafs.FileSelector(f"{base}/{sub}", allow_not_found=True))
             for entry in sorted(info, key=lambda e: e.path):
@@ -119,10 +118,6 @@ def describe(image: np.ndarray, encode: bool, landmarks: bool) -> dict:
     points flattened ``x0, y0, ...``), each only when asked for, else empty."""
     height, width = image.shape[:2]
     box = (0, width, height, 0)
-    points: list[float] = []
-    if landmarks:
-        marks = faces.face_landmarks(image, [box])
-        points = [float(c) for feature in marks[0].values() for p in feature for c in p] \
-            if marks else []
     return {"encoding": faces.encode_faces(image, [box])[0].tolist() if encode else None,
-            "landmarks": points, "height": height, "width": width}
+            "landmarks": faces.flat_landmarks(image, box) if landmarks else [],
+            "height": height, "width": width}

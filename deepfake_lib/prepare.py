@@ -247,14 +247,6 @@ def unit_videos(unit: dict) -> list[str]:
     return ([unit["video_id"]] if unit["real"] else []) + unit["fake_ids"]
 
 
-def _landmarks(crop: np.ndarray, box: faces.Box) -> list[float]:
-    """The landmarks of the face at ``box`` in ``crop`` as face_recognition groups dlib's 68
-    (72 points: the lips' corners twice), flattened ``x0, y0, ...``."""
-    marks = faces.face_landmarks(crop, [box])
-    points = [c for feature in marks[0].values() for p in feature for c in p] if marks else []
-    return [float(c) for c in points]
-
-
 def _crop_fake(fake_id: str, fake_path: str, boxes: dict[int, list], originals: dict,
                base: dict, config: PrepareConfig) -> list[dict]:
     """The ``pair`` crops of one fake at the original's ``boxes`` (frame -> [(track, box)])."""
@@ -306,7 +298,7 @@ def prepare_unit(unit: dict, detector: faces.FaceDetector, config: PrepareConfig
                 rows.append({**base, "video_id": unit["video_id"], "frame_index": index,
                              "track_id": track_id, "kind": unit["kind"], "label": 0,
                              "face_box": list(inner), "image": figures.png_bytes(crop),
-                             "mask": empty, "landmarks": _landmarks(crop, inner)})
+                             "mask": empty, "landmarks": faces.flat_landmarks(crop, inner)})
     for fake_id, fake_path in zip(unit["fake_ids"], unit["fake_paths"]):
         try:
             crops = _crop_fake(fake_id, fake_path, boxes, originals, base, config)
@@ -427,7 +419,7 @@ def labelled_plan(run: RunDir, config: PrepareConfig) -> tuple[pa.Table, dict]:
         r["split"] = split[groups[r["family"]]]
         r["unit_id"] = r["sample_id"]
     columns = ["unit_id", "sample_id", "path", "video_id", "family", "label", "landmarks",
-               "cluster", "split", "error"]
+               "height", "width", "cluster", "split", "error"]
     return pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows],
                                 LABELLED_PLAN_SCHEMA), used
 
@@ -435,7 +427,8 @@ def labelled_plan(run: RunDir, config: PrepareConfig) -> tuple[pa.Table, dict]:
 LABELLED_PLAN_SCHEMA = pa.schema([
     ("unit_id", pa.string()), ("sample_id", pa.string()), ("path", pa.string()),
     ("video_id", pa.string()), ("family", pa.string()), ("label", pa.int8()),
-    ("landmarks", pa.list_(pa.float32())), ("cluster", pa.int32()), ("split", pa.string()),
+    ("landmarks", pa.list_(pa.float32())), ("height", pa.int32()), ("width", pa.int32()),
+    ("cluster", pa.int32()), ("split", pa.string()),
     ("error", pa.string())])
 # fewer family stand-ins than this: every family is its own group
 MIN_FACES_TO_CLUSTER = 10
@@ -443,17 +436,17 @@ MIN_FACES_TO_CLUSTER = 10
 
 def labelled_batch(name: str, rows: pa.Table, run: RunDir) -> dict:
     """Write the ``crop`` rows of one batch of the labelled plan (the image files' bytes as
-    they are) and its error rows."""
+    they are, of the size found when they were described) and its error rows."""
     crops, errors = [], []
     node = batches.current_node()
     for row in rows.to_pylist():
         if row["error"]:
             errors.append(_error(row["sample_id"], "bad_image", row["error"]))
             continue
+        height, width = row["height"], row["width"]
         try:
             data = storage.read_bytes(row["path"])
-            height, width = faces.decode_image(data).shape[:2]
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             errors.append(_error(row["sample_id"], "bad_image", f"{type(exc).__name__}: {exc}"))
             continue
         crops.append({
