@@ -31,6 +31,6 @@ fi
 "$python" -m pip install --quiet --upgrade pip
 "$python" -m pip install --quiet -e "$root$extras"
 "$python" -m pip install --quiet --no-deps "${no_deps[@]}"
-"$python" -c 'import deepfake_lib.faces as f; f.check_installed()'
+"$python" -c 'import deepfake_lib.media.faces as f; f.check_installed()'
 echo "$want" > "$stamp"
 echo "deepfake_lib installed into $("$python" -c 'import sys; print(sys.prefix)')"

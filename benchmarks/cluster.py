@@ -23,13 +23,18 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED, peak_rss_mb, print_table, run_child  # noqa: E402
 
-from deepfake_lib import faces  # noqa: E402
-from deepfake_lib.cluster_methods import (METHODS, ClusterParams, adjusted_rand,  # noqa: E402
-                                          cluster_encodings, synthetic_encodings)
-from deepfake_lib.dataset import MANIFEST_SCHEMA  # noqa: E402
-from deepfake_lib.encode import ENCODING_SCHEMA  # noqa: E402
-from deepfake_lib.clustering import ClusterConfig, load_encodings, run_cluster  # noqa: E402
-from deepfake_lib.storage import RunDir  # noqa: E402
+from deepfake_lib.core.storage import RunDir  # noqa: E402
+from deepfake_lib.data.dataset import MANIFEST_SCHEMA  # noqa: E402
+from deepfake_lib.media import faces  # noqa: E402
+from deepfake_lib.models.cluster_methods import (  # noqa: E402
+    METHODS,
+    ClusterParams,
+    adjusted_rand,
+    cluster_encodings,
+    synthetic_encodings,
+)
+from deepfake_lib.stages.cluster import ClusterConfig, load_encodings, run_cluster  # noqa: E402
+from deepfake_lib.stages.encode import ENCODING_SCHEMA  # noqa: E402
 
 
 def _truth_with_strays(labels: np.ndarray) -> np.ndarray:
@@ -39,14 +44,13 @@ def _truth_with_strays(labels: np.ndarray) -> np.ndarray:
 def soccer_encodings(tmp: Path) -> tuple[np.ndarray, list, np.ndarray]:
     import pandas as pd
 
-    from deepfake_lib.batches import TaskOptions
-    from deepfake_lib.encode import EncodeConfig, run_encode
-    from deepfake_lib.runtime import init_ray
+    from deepfake_lib.execution.connect import init_ray
+    from deepfake_lib.stages.encode import EncodeConfig, run_encode
 
     init_ray(num_cpus=2)
     out = tmp / "soccer"
     run_encode(EncodeConfig(data=(str(SHARED / "faces" / "soccer"),), out=str(out),
-                            tasks=TaskOptions(progress_every_s=60)))
+                            progress_every_s=60))
     meta, x = load_encodings(RunDir(str(out)))
     ids = pd.read_csv(SHARED / "faces" / "soccer" / "identities.csv").set_index("file").identity
     main = np.asarray(meta.column("face_index").to_numpy() == 0)

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from deepfake_lib.sample import shared_data_dir
+from deepfake_lib.data.sample import shared_data_dir
 
 SHARED = shared_data_dir()
 

@@ -46,9 +46,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED, print_table  # noqa: E402
 from mesonet import load_meso4, load_mesoinception4, mesonet_fake_probability  # noqa: E402
 
-from deepfake_lib import faces, storage, tracks, video  # noqa: E402
-from deepfake_lib.metrics import binary_scores, expected_calibration_error  # noqa: E402
-from deepfake_lib.model import reference_dir, resolve_model  # noqa: E402
+from deepfake_lib.core import storage  # noqa: E402
+from deepfake_lib.media import faces, tracks, video
+from deepfake_lib.models.detector import reference_dir, resolve_model  # noqa: E402
+from deepfake_lib.models.metrics import binary_scores, expected_calibration_error  # noqa: E402
 
 Predict = Callable[[list[np.ndarray]], np.ndarray]
 
@@ -190,25 +191,26 @@ def train_self_blend(out: Path, shared: Path, epochs: int, image_size: int) -> s
     prepare crops the real faces of the shared photos and real clips (all in the train
     split), and training makes their pseudo-fakes every epoch; ``dfdc_dev`` only validates
     (best epoch, temperature). The labelled shared videos are never trained on."""
-    from deepfake_lib.model import ModelConfig  # noqa: PLC0415
-    from deepfake_lib.prepare import PrepareConfig, run_prepare  # noqa: PLC0415
-    from deepfake_lib.runtime import cluster_cpus, init_ray  # noqa: PLC0415
-    from deepfake_lib.training import TrainConfig, run_train  # noqa: PLC0415
+    from deepfake_lib.execution.connect import init_ray  # noqa: PLC0415
+    from deepfake_lib.execution.resources import Resources, cluster_cpus  # noqa: PLC0415
+    from deepfake_lib.models.detector import ModelConfig  # noqa: PLC0415
+    from deepfake_lib.stages.prepare import PrepareConfig, run_prepare  # noqa: PLC0415
+    from deepfake_lib.stages.train import TrainConfig, run_train  # noqa: PLC0415
 
     init_ray()
     data = (str(shared / "faces" / "real_photos"), str(shared / "videos" / "clips"))
     print(run_prepare(PrepareConfig(data=data, out=str(out), val_fraction=0.0)).text(),
           flush=True)
     summary = run_train(TrainConfig(
-        out=str(out), model=ModelConfig(image_size=image_size), workers=1,
-        cpus_per_worker=cluster_cpus(), epochs=epochs, batch_size=16, lr=5e-4,
+        out=str(out), model=ModelConfig(image_size=image_size), workers=Resources(
+            "worker", count=1, cpus=cluster_cpus()), epochs=epochs, batch_size=16, lr=5e-4,
         val_data=(str(shared / "crops" / "dfdc_dev"),)))
     print(summary.text(), flush=True)
     return summary.model_dir
 
 
 def model_predictor(model_dir: str) -> Predict:
-    from deepfake_lib.model import load_model  # noqa: PLC0415
+    from deepfake_lib.models.detector import load_model  # noqa: PLC0415
 
     return load_model(model_dir).predict
 

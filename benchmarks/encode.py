@@ -24,10 +24,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED, peak_rss_mb, print_table, run_child  # noqa: E402
 
-from deepfake_lib import faces  # noqa: E402
-from deepfake_lib.dataset import build_manifest  # noqa: E402
-from deepfake_lib.batches import TaskOptions  # noqa: E402
-from deepfake_lib.encode import EncodeConfig, encode_video  # noqa: E402
+from deepfake_lib.data.dataset import build_manifest  # noqa: E402
+from deepfake_lib.media import faces  # noqa: E402
+from deepfake_lib.stages.encode import EncodeConfig, encode_video  # noqa: E402
 
 
 def recall_and_speed(baseline_videos: int) -> None:
@@ -107,14 +106,14 @@ def scaling_and_memory(skip_memory: bool) -> None:
 
 
 def child(data: str, out: str, cpus: str, batch: str) -> None:
-    from deepfake_lib.encode import run_encode
-    from deepfake_lib.runtime import init_ray
+    from deepfake_lib.execution.connect import init_ray
+    from deepfake_lib.stages.encode import run_encode
 
     init_ray(num_cpus=int(cpus))
     tracemalloc.start()
     start = time.monotonic()
     summary = run_encode(EncodeConfig(data=(data,), out=out, batch_size=int(batch),
-                                      tasks=TaskOptions(progress_every_s=60)))
+                                      progress_every_s=60))
     seconds = time.monotonic() - start
     print(json.dumps({"videos": summary.videos, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
                       "python_peak_mb": tracemalloc.get_traced_memory()[1] / 2**20}))

@@ -28,9 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED, print_table  # noqa: E402
 
-from deepfake_lib import faces  # noqa: E402
-from deepfake_lib.model import ModelConfig, build_model, load_model, to_batch  # noqa: E402
-from deepfake_lib.scoring import ScoreConfig, score_video  # noqa: E402
+from deepfake_lib.media import faces  # noqa: E402
+from deepfake_lib.models.detector import ModelConfig, build_model, load_model, to_batch  # noqa: E402
+from deepfake_lib.stages.score import ScoreConfig, score_video  # noqa: E402
 
 VIDEOS = [SHARED / "videos" / "dfdc" / "lynaeydofd.mp4",   # REAL, 1920 x 1080
           SHARED / "videos" / "dfdc" / "brtujopkby.mp4"]   # FAKE, 1080 x 1920

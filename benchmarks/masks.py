@@ -5,14 +5,14 @@
 Pairs whose altered region is known exactly, re-encoded as lossy video on both sides so
 that compression noise is there as in real pairs:
 
-- ``sample``: the built-in sample's swaps (:func:`deepfake_lib.sample.swap_face`, astronaut
+- ``sample``: the built-in sample's swaps (:func:`deepfake_lib.data.sample.swap_face`, astronaut
   and Grace Hopper each given the other's face), animated as the sample animates them (pan,
   zoom, brightness drift, sensor noise; 320 x 240 frames, the face 35-50% of the height).
-- ``self_blend``: :func:`deepfake_lib.blend.self_blend` of the largest face in 8 consecutive
+- ``self_blend``: :func:`deepfake_lib.media.blend.self_blend` of the largest face in 8 consecutive
   frames of each shared real video (FF++ originals, DFDC ``lynaeydofd``, the clips), with the
   same random draw in every frame.
 - ``photo_swap``: another person's face put on a web photo of ``faces/real_photos``
-  (:func:`deepfake_lib.sample.swap_face`: landmark-aligned, colour-matched, blended through the
+  (:func:`deepfake_lib.data.sample.swap_face`: landmark-aligned, colour-matched, blended through the
   feathered landmark hull), the photo animated with a slow pan and zoom.
 
 The exact mask is every pixel the fake changed by more than ``EXACT_TOLERANCE`` levels (any
@@ -46,8 +46,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED, print_table  # noqa: E402
 
-from deepfake_lib import blend, faces, masks, sample, video  # noqa: E402
-from deepfake_lib.prepare import PrepareConfig  # noqa: E402
+from deepfake_lib.data import sample  # noqa: E402
+from deepfake_lib.media import blend, faces, masks, video
+from deepfake_lib.stages.prepare import PrepareConfig  # noqa: E402
 
 EXACT_TOLERANCE = 2                      # levels: smaller changes count as unchanged
 CROP_SIZE = PrepareConfig.crop_size

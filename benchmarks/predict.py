@@ -20,15 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED, print_table  # noqa: E402
 from score import default_model  # noqa: E402
 
-from deepfake_lib import faces, video  # noqa: E402
-from deepfake_lib.model import load_model  # noqa: E402
-from deepfake_lib.predict import predict_video  # noqa: E402
-from deepfake_lib.scoring import ScoreConfig, score_video  # noqa: E402
+from deepfake_lib.media import faces, video  # noqa: E402
+from deepfake_lib.models.detector import load_model  # noqa: E402
+from deepfake_lib.stages.predict import predict_video  # noqa: E402
+from deepfake_lib.stages.score import ScoreConfig, score_video  # noqa: E402
 
 VIDEOS = [SHARED / "videos" / "dfdc" / "lynaeydofd.mp4",           # 10 s, 1920 x 1080, 1 face
           SHARED / "videos" / "dfdc" / "brtujopkby.mp4",           # 10 s, 1080 x 1920

@@ -28,16 +28,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED, print_table  # noqa: E402
 from score import default_model  # noqa: E402
 
-from deepfake_lib import figures, records  # noqa: E402
-from deepfake_lib.clustering import ClusterConfig, ClusterSummary  # noqa: E402
-from deepfake_lib.dataset import PROBLEM_SCHEMA  # noqa: E402
-from deepfake_lib.encode import ERROR_SCHEMA, EncodeConfig, EncodeSummary  # noqa: E402
-from deepfake_lib.leaderboard import leaderboard, roc_calibration_png  # noqa: E402
-from deepfake_lib.prepare import PrepareConfig, PrepareSummary  # noqa: E402
-from deepfake_lib.report import WRONG, most_wrong, write_report  # noqa: E402
-from deepfake_lib.scoring import SCORE_SCHEMA, ScoreConfig, ScoreSummary  # noqa: E402
-from deepfake_lib.storage import RunDir  # noqa: E402
-from deepfake_lib.training import TrainConfig, TrainSummary  # noqa: E402
+from deepfake_lib.core import records  # noqa: E402
+from deepfake_lib.core.records import ERROR_SCHEMA  # noqa: E402
+from deepfake_lib.core.storage import RunDir  # noqa: E402
+from deepfake_lib.data.dataset import PROBLEM_SCHEMA  # noqa: E402
+from deepfake_lib.media import figures
+from deepfake_lib.models.leaderboard import leaderboard, roc_calibration_png  # noqa: E402
+from deepfake_lib.report.html import WRONG, most_wrong, write_report  # noqa: E402
+from deepfake_lib.stages.cluster import ClusterConfig, ClusterSummary  # noqa: E402
+from deepfake_lib.stages.encode import EncodeConfig, EncodeSummary  # noqa: E402
+from deepfake_lib.stages.prepare import PrepareConfig, PrepareSummary  # noqa: E402
+from deepfake_lib.stages.score import SCORE_SCHEMA, ScoreConfig, ScoreSummary  # noqa: E402
+from deepfake_lib.stages.train import TrainConfig, TrainSummary  # noqa: E402
 
 SOURCES = sorted((SHARED / "videos").glob("*/*.mp4"))
 

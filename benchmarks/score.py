@@ -26,9 +26,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED, print_table, run_child  # noqa: E402
 
-from deepfake_lib import faces, video  # noqa: E402
-from deepfake_lib.model import ModelConfig, build_model, load_model  # noqa: E402
-from deepfake_lib.scoring import ScoreConfig, aggregate, score_video  # noqa: E402
+from deepfake_lib.media import faces, video  # noqa: E402
+from deepfake_lib.models.detector import ModelConfig, build_model, load_model  # noqa: E402
+from deepfake_lib.stages.score import ScoreConfig, aggregate, score_video  # noqa: E402
 
 DFDC = [SHARED / "videos" / "dfdc" / n for n in ("lynaeydofd.mp4", "brtujopkby.mp4")]
 
@@ -101,9 +101,9 @@ def aggregations(model_dir: str) -> None:
     frame is predicted from), and how far each video's probability moved."""
     from unittest import mock
 
-    from deepfake_lib import metrics
-    from deepfake_lib.dataset import build_manifest
-    from deepfake_lib.scoring import AGGREGATIONS
+    from deepfake_lib.data.dataset import build_manifest
+    from deepfake_lib.models import metrics
+    from deepfake_lib.stages.score import AGGREGATIONS
 
     config = ScoreConfig(data=(), out="unused")
     model = load_model(model_dir, device="cpu")
@@ -148,8 +148,8 @@ def throughput(model_dir: str) -> None:
 
 
 def child(data: str, out: str, model_dir: str, actors: str) -> None:
-    from deepfake_lib.runtime import init_ray
-    from deepfake_lib.scoring import run_score
+    from deepfake_lib.execution.connect import init_ray
+    from deepfake_lib.stages.score import run_score
 
     init_ray(num_cpus=int(actors))
     start = time.monotonic()

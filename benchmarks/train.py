@@ -21,10 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED, print_table  # noqa: E402
 
-from deepfake_lib.model import ModelConfig  # noqa: E402
-from deepfake_lib.prepare import PrepareConfig, run_prepare  # noqa: E402
-from deepfake_lib.runtime import init_ray  # noqa: E402
-from deepfake_lib.training import TrainConfig, run_train  # noqa: E402
+from deepfake_lib.execution.connect import init_ray  # noqa: E402
+from deepfake_lib.execution.resources import Resources  # noqa: E402
+from deepfake_lib.models.detector import ModelConfig  # noqa: E402
+from deepfake_lib.stages.prepare import PrepareConfig, run_prepare  # noqa: E402
+from deepfake_lib.stages.train import TrainConfig, run_train  # noqa: E402
 
 SMP_DEFAULT_DECODER = (256, 128, 64, 32, 16)
 
@@ -50,7 +51,8 @@ def main() -> None:
     for k, (name, workers, config) in enumerate(runs):
         out = tmp / f"run{k}"
         shutil.copytree(crops / "crops", out / "crops")
-        run_train(TrainConfig(out=str(out), model=config, workers=workers, use_gpu=a.use_gpu,
+        run_train(TrainConfig(out=str(out), model=config, workers=Resources(
+            "worker", count=workers, gpus=float(a.use_gpu)),
                               epochs=a.epochs))
         last = json.loads((out / "model" / "metrics.json").read_text())[-1]
         rate = last["train_samples"] / last["seconds"]

@@ -2,10 +2,10 @@
 
 The batch stages (encode, prepare, score) always run: they skip their finished batches and
 refuse a run directory made from other inputs or with other settings. The others (cluster,
-train) are skipped when their record (:mod:`deepfake_lib.records`) says they finished with
+train) are skipped when their record (:mod:`deepfake_lib.core.records`) says they finished with
 the same settings on the same inputs. A stage whose inputs changed (more videos encoded, a
 new model) is redone, and so is every stage after it; ``overwrite`` redoes them all.
-Without data, the built-in sample (:mod:`deepfake_lib.sample`) is written into the run
+Without data, the built-in sample (:mod:`deepfake_lib.data.sample`) is written into the run
 directory (``RUN/sample_data``) and used.
 
 The score stage's leaderboard is only worth reading on people the model was not trained on:
@@ -23,10 +23,18 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from deepfake_lib import records, storage
-from deepfake_lib.checks import at_least, location, validate
+from deepfake_lib.core import records, storage
+from deepfake_lib.core.checks import at_least, location, validate
+from deepfake_lib.core.storage import RunDir
+from deepfake_lib.execution.resources import Resources
+from deepfake_lib.models.detector import ModelConfig
 from deepfake_lib.report import try_write_report
-from deepfake_lib.storage import RunDir
+from deepfake_lib.stages import STAGES
+from deepfake_lib.stages.cluster import ClusterConfig
+from deepfake_lib.stages.encode import EncodeConfig
+from deepfake_lib.stages.prepare import PrepareConfig
+from deepfake_lib.stages.score import ScoreConfig
+from deepfake_lib.stages.train import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,7 @@ class PipelineConfig:
 def write_builtin_sample(run: RunDir, photos: str | None = None) -> str:
     """The built-in sample's location, ``RUN/sample_data``, written there unless it is (on
     object storage too: written in a temporary folder, then uploaded, ``metadata.json`` last)."""
-    from deepfake_lib.sample import PART_NAME, load_photos, write_sample  # noqa: PLC0415
+    from deepfake_lib.data.sample import PART_NAME, load_photos, write_sample  # noqa: PLC0415
 
     where = run.uri("sample_data")
     if storage.exists(storage.join(where, PART_NAME, "metadata.json")):
@@ -81,49 +89,32 @@ def held_out_videos(run: RunDir) -> tuple[str, ...]:
     return tuple(sorted(set(val) - set(train)))
 
 
-def _stages(config: PipelineConfig, data: tuple[str, ...]
-            ) -> list[tuple[str, Callable[[RunDir, bool], tuple[Any, str | None]],
-                        Callable[[Any], Any]]]:
-    """``(name, make, run)`` of each stage: ``make(run, overwrite)`` gives its config (made
-    when the stage is reached: score's videos come from prepare's crops) and the digest of
-    what it reads from the run directory (None for the batch stages)."""
-    from deepfake_lib.clustering import ClusterConfig, run_cluster  # noqa: PLC0415
-    from deepfake_lib.encode import EncodeConfig, run_encode  # noqa: PLC0415
-    from deepfake_lib.model import ModelConfig, model_digest  # noqa: PLC0415
-    from deepfake_lib.prepare import PrepareConfig, run_prepare  # noqa: PLC0415
-    from deepfake_lib.scoring import ScoreConfig, run_score  # noqa: PLC0415
-    from deepfake_lib.training import TrainConfig, run_train  # noqa: PLC0415
-
+def stage_configs(config: PipelineConfig, data: tuple[str, ...]
+                  ) -> dict[str, Callable[[RunDir, bool], Any]]:
+    """``{stage name: make}`` for each of :data:`~deepfake_lib.stages.STAGES`:
+    ``make(run, overwrite)`` gives the stage's config, made when the stage is reached (the
+    score stage's videos come from the prepare stage's crops)."""
     model = ModelConfig(encoder=config.encoder, encoder_weights=config.encoder_weights,
                         image_size=config.image_size)
     shared = config.shared_fs
 
-    def score(run: RunDir, overwrite: bool) -> tuple[ScoreConfig, str]:
+    def score(run: RunDir, overwrite: bool) -> ScoreConfig:
         videos = held_out_videos(run)
-        return (ScoreConfig(data=data, out=config.out, overwrite=overwrite, videos=videos,
-                            data_name="validation" if videos else "train",
-                            shared_fs=config.shared_fs),
-                model_digest(run.uri("model")))
+        return ScoreConfig(data=data, out=config.out, overwrite=overwrite, videos=videos,
+                           data_name="validation" if videos else "train", shared_fs=shared)
 
-    return [
-        ("encode", lambda run, overwrite: (EncodeConfig(data=data, out=config.out,
+    return {
+        "encode": lambda run, overwrite: EncodeConfig(data=data, out=config.out,
+                                                      overwrite=overwrite, shared_fs=shared),
+        "cluster": lambda run, overwrite: ClusterConfig(out=config.out, overwrite=overwrite),
+        "prepare": lambda run, overwrite: PrepareConfig(data=data, out=config.out,
                                                         overwrite=overwrite, shared_fs=shared),
-                                           None), run_encode),
-        ("cluster", lambda run, overwrite: (ClusterConfig(out=config.out, overwrite=overwrite),
-                                            records.folder_digest(run, "encodings")),
-         run_cluster),
-        ("prepare", lambda run, overwrite: (PrepareConfig(data=data, out=config.out,
-                                                          overwrite=overwrite, shared_fs=shared),
-                                            None),
-         run_prepare),
-        ("train", lambda run, overwrite: (TrainConfig(out=config.out, model=model,
-                                                      init_model=config.init_model,
-                                                      workers=config.workers,
-                                                      epochs=config.epochs, overwrite=overwrite,
-                                                      shared_fs=shared),
-                                          records.folder_digest(run, "crops")), run_train),
-        ("score", score, run_score),
-    ]
+        "train": lambda run, overwrite: TrainConfig(
+            out=config.out, model=model, init_model=config.init_model,
+            workers=Resources("worker", count=config.workers, cpus=1.0), epochs=config.epochs,
+            overwrite=overwrite, shared_fs=shared),
+        "score": score,
+    }
 
 
 def board_line(board: dict) -> str:
@@ -162,10 +153,13 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
         log(f"pipeline: the built-in sample is in {run.uri('sample_data')}")
         data = (write_builtin_sample(run, config.sample_photos),)
     redo = config.overwrite
-    for name, make, stage in _stages(config, data):
-        stage_config, inputs = make(run, redo)
+    makers = stage_configs(config, data)
+    for stage in STAGES:
+        name = stage.name
+        stage_config = makers[name](run, redo)
         earlier = records.read(run, name)
-        if inputs is not None and earlier is not None and not redo:
+        if stage.inputs is not None and earlier is not None and not redo:
+            inputs = stage.inputs(run, stage_config)
             if records.is_finished(run, name, stage_config, inputs):
                 log(f"pipeline: {name} already done ({run.uri(name + '.json')}), skipped")
                 continue
@@ -173,10 +167,10 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
                 log(f"pipeline: the inputs of {name} changed: it is redone, and the stages "
                     "after it")
                 redo = True
-                stage_config, inputs = make(run, redo)
+                stage_config = makers[name](run, redo)
         start = time.monotonic()
         log(f"pipeline: {name} ...")
-        summary = stage(stage_config)
+        summary = stage.run(stage_config)
         log(summary.text())
         log(f"pipeline: {name} took {time.monotonic() - start:.1f} s")
         try_write_report(config.out)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepfake_lib.checks import FlagParser
-from deepfake_lib.cluster_methods import METHODS, ClusterParams
-from deepfake_lib.clustering import ClusterConfig, run_cluster
-from deepfake_lib.runtime import run_job
+from deepfake_lib.cli import run_job
+from deepfake_lib.core.checks import FlagParser
+from deepfake_lib.models.cluster_methods import METHODS, ClusterParams
+from deepfake_lib.stages.cluster import ClusterConfig, run_cluster
 
 
 def parse_args(argv: list[str] | None = None) -> ClusterConfig:
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> ClusterConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("cluster", run_cluster, parse_args(argv), use_ray=False)
+    return run_job("cluster", run_cluster, parse_args(argv), connection=None)
 
 
 if __name__ == "__main__":

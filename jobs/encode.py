@@ -9,15 +9,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepfake_lib.batches import TaskOptions
-from deepfake_lib.checks import FlagParser
-from deepfake_lib.encode import EncodeConfig, run_encode
-from deepfake_lib.faces import DETECTORS
-from deepfake_lib.runtime import RayAddress, add_ray_flags, ray_address, run_job
+from deepfake_lib.cli import add_ray_flags, ray_connection, run_job
+from deepfake_lib.core.checks import FlagParser
+from deepfake_lib.execution.connect import RayConnection
+from deepfake_lib.execution.resources import Resources
+from deepfake_lib.media.faces import DETECTORS
+from deepfake_lib.stages.encode import EncodeConfig, run_encode
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, RayAddress]:
-    p = FlagParser((EncodeConfig, TaskOptions), description=__doc__,
+def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, RayConnection]:
+    p = FlagParser((EncodeConfig,), Resources.flag_rules("task"), description=__doc__,
                    formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="folders (or s3:// URIs) of DFDC parts")
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
@@ -36,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, RayAddress]
                    help="seconds one video may take before it is a timeout row (default 600)")
     p.add_argument("--cpus-per-task", type=float, default=1.0)
     p.add_argument("--memory-gb-per-task", type=float,
-                   default=EncodeConfig.tasks.memory_gb_per_task,
+                   default=EncodeConfig.tasks.memory_gb,
                    help="memory each task asks Ray for, GB (default %(default)s)")
     p.add_argument("--max-in-flight", type=int, default=None,
                    help="tasks queued at once (default: 2 x cluster CPUs)")
@@ -53,15 +54,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[EncodeConfig, RayAddress]
                               num_jitters=a.num_jitters, batch_size=a.batch_size,
                               video_timeout_s=a.video_timeout_s, overwrite=a.overwrite,
                               shared_fs=a.shared_fs,
-                              tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
-                                                memory_gb_per_task=a.memory_gb_per_task,
-                                                max_in_flight=a.max_in_flight))
-    return config, ray_address(p, a)
+                              tasks=Resources("task", count=a.max_in_flight,
+                                              cpus=a.cpus_per_task,
+                                              memory_gb=a.memory_gb_per_task))
+    return config, ray_connection(p, a)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, ray = parse_args(argv)
-    return run_job("encode", run_encode, config, ray)
+    config, connection = parse_args(argv)
+    return run_job("encode", run_encode, config, connection)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepfake_lib.checks import FlagParser
+from deepfake_lib.cli import add_ray_flags, ray_connection, run_job
+from deepfake_lib.core.checks import FlagParser
+from deepfake_lib.execution.connect import RayConnection
 from deepfake_lib.pipeline import PipelineConfig, run_pipeline
-from deepfake_lib.runtime import RayAddress, add_ray_flags, ray_address, run_job
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, RayAddress]:
+def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, RayConnection]:
     p = FlagParser((PipelineConfig,), description=__doc__,
                    formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
@@ -55,12 +56,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, RayAddres
                               overwrite=a.overwrite, shared_fs=a.shared_fs,
                               init_model=init_model, encoder=a.encoder,
                               encoder_weights=a.encoder_weights, image_size=a.image_size,
-                              epochs=a.epochs, workers=a.workers), ray_address(p, a)
+                              epochs=a.epochs, workers=a.workers), ray_connection(p, a)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, ray = parse_args(argv)
-    return run_job("pipeline", run_pipeline, config, ray)
+    config, connection = parse_args(argv)
+    return run_job("pipeline", run_pipeline, config, connection)
 
 
 if __name__ == "__main__":

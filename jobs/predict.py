@@ -16,14 +16,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepfake_lib.checks import FlagParser
-from deepfake_lib.predict import PredictConfig, run_predict
-from deepfake_lib.runtime import RayAddress, add_ray_flags, ray_address, run_job
-from deepfake_lib.scoring import AGGREGATIONS, ScoreConfig
+from deepfake_lib.cli import add_ray_flags, ray_connection, run_job
+from deepfake_lib.core.checks import FlagParser
+from deepfake_lib.execution.connect import RayConnection
+from deepfake_lib.execution.resources import Resources
+from deepfake_lib.stages.predict import PredictConfig, run_predict
+from deepfake_lib.stages.score import AGGREGATIONS, ScoreConfig
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[PredictConfig, RayAddress]:
-    p = FlagParser((PredictConfig, ScoreConfig), description=__doc__,
+def parse_args(argv: list[str] | None = None) -> tuple[PredictConfig, RayConnection]:
+    p = FlagParser((PredictConfig, ScoreConfig), Resources.flag_rules("actor"),
+                   description=__doc__,
                    formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="video files or folders (or s3:// URIs)")
@@ -52,17 +55,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[PredictConfig, RayAddress
     with p.checked():
         score = ScoreConfig(data=tuple(a.paths), out=a.out, model=a.model, budget_s=a.budget_s,
                             grace_s=a.grace_s, frames=a.frames, aggregation=a.aggregation,
-                            fallback=a.fallback, actors=a.actors,
-                            cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus_per_actor,
+                            fallback=a.fallback,
+                            actors=Resources("actor", count=a.actors, cpus=a.cpus_per_actor,
+                                             gpus=a.gpus_per_actor),
                             shared_fs=a.shared_fs)
         config = PredictConfig(paths=tuple(a.paths), model=a.model, out=a.out, strip=a.strip,
                                score=score)
-    return config, ray_address(p, a)
+    return config, ray_connection(p, a)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, ray = parse_args(argv)
-    return run_job("predict", run_predict, config, ray)
+    config, connection = parse_args(argv)
+    return run_job("predict", run_predict, config, connection)
 
 
 if __name__ == "__main__":

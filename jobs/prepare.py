@@ -13,16 +13,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepfake_lib.batches import TaskOptions
-from deepfake_lib.checks import FlagParser
-from deepfake_lib.faces import DETECTORS
-from deepfake_lib.masks import DEFAULT_METHOD, METHODS
-from deepfake_lib.prepare import PrepareConfig, run_prepare
-from deepfake_lib.runtime import RayAddress, add_ray_flags, ray_address, run_job
+from deepfake_lib.cli import add_ray_flags, ray_connection, run_job
+from deepfake_lib.core.checks import FlagParser
+from deepfake_lib.execution.connect import RayConnection
+from deepfake_lib.execution.resources import Resources
+from deepfake_lib.media.faces import DETECTORS
+from deepfake_lib.media.masks import DEFAULT_METHOD, METHODS
+from deepfake_lib.stages.prepare import PrepareConfig, run_prepare
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, RayAddress]:
-    p = FlagParser((PrepareConfig, TaskOptions), description=__doc__,
+def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, RayConnection]:
+    p = FlagParser((PrepareConfig,), Resources.flag_rules("task"), description=__doc__,
                    formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", nargs="*", default=[],
                    help="folders (or s3:// URIs) of DFDC parts")
@@ -51,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, RayAddress
                         "(default 600)")
     p.add_argument("--cpus-per-task", type=float, default=1.0)
     p.add_argument("--memory-gb-per-task", type=float,
-                   default=PrepareConfig.tasks.memory_gb_per_task,
+                   default=PrepareConfig.tasks.memory_gb,
                    help="memory each task asks Ray for, GB (default %(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="delete earlier prepare output in --out first")
@@ -69,14 +70,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrepareConfig, RayAddress
                                val_fraction=a.val_fraction, batch_size=a.batch_size,
                                video_timeout_s=a.video_timeout_s, seed=a.seed,
                                overwrite=a.overwrite, shared_fs=a.shared_fs,
-                               tasks=TaskOptions(cpus_per_task=a.cpus_per_task,
-                                                 memory_gb_per_task=a.memory_gb_per_task))
-    return config, ray_address(p, a)
+                               tasks=Resources("task", cpus=a.cpus_per_task,
+                                               memory_gb=a.memory_gb_per_task))
+    return config, ray_connection(p, a)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, ray = parse_args(argv)
-    return run_job("prepare", run_prepare, config, ray)
+    config, connection = parse_args(argv)
+    return run_job("prepare", run_prepare, config, connection)
 
 
 if __name__ == "__main__":

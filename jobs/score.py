@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepfake_lib.checks import FlagParser
-from deepfake_lib.runtime import RayAddress, add_ray_flags, ray_address, run_job
-from deepfake_lib.scoring import AGGREGATIONS, ScoreConfig, run_score
+from deepfake_lib.cli import add_ray_flags, ray_connection, run_job
+from deepfake_lib.core.checks import FlagParser
+from deepfake_lib.execution.connect import RayConnection
+from deepfake_lib.execution.resources import Resources
+from deepfake_lib.stages.score import AGGREGATIONS, ScoreConfig, run_score
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, RayAddress]:
-    p = FlagParser((ScoreConfig,), description=__doc__,
+def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, RayConnection]:
+    p = FlagParser((ScoreConfig,), Resources.flag_rules("actor"), description=__doc__,
                    formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="folders (or s3:// URIs) of videos")
     p.add_argument("--out", required=True, help="run directory: local path or s3://bucket/prefix")
@@ -51,16 +53,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScoreConfig, RayAddress]:
         config = ScoreConfig(data=tuple(a.data), out=a.out, model=a.model, budget_s=a.budget_s,
                              grace_s=a.grace_s, frames=a.frames,
                              detect_every_s=a.detect_every_s, aggregation=a.aggregation,
-                             clip=a.clip, fallback=a.fallback, actors=a.actors,
-                             cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus_per_actor,
+                             clip=a.clip, fallback=a.fallback,
+                             actors=Resources("actor", count=a.actors, cpus=a.cpus_per_actor,
+                                              gpus=a.gpus_per_actor),
                              start_timeout_s=a.start_timeout_s, batch_size=a.batch_size,
                              overwrite=a.overwrite, shared_fs=a.shared_fs)
-    return config, ray_address(p, a)
+    return config, ray_connection(p, a)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, ray = parse_args(argv)
-    return run_job("score", run_score, config, ray)
+    config, connection = parse_args(argv)
+    return run_job("score", run_score, config, connection)
 
 
 if __name__ == "__main__":

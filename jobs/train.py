@@ -10,14 +10,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepfake_lib.checks import FlagParser
-from deepfake_lib.model import ModelConfig
-from deepfake_lib.runtime import RayAddress, add_ray_flags, ray_address, run_job
-from deepfake_lib.training import TrainConfig, run_train
+from deepfake_lib.cli import add_ray_flags, ray_connection, run_job
+from deepfake_lib.core.checks import FlagParser
+from deepfake_lib.execution.connect import RayConnection
+from deepfake_lib.execution.resources import Resources
+from deepfake_lib.models.detector import ModelConfig
+from deepfake_lib.stages.train import TrainConfig, run_train
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, RayAddress]:
-    p = FlagParser((TrainConfig, ModelConfig), description=__doc__,
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, RayConnection]:
+    p = FlagParser((TrainConfig, ModelConfig), Resources.flag_rules("worker"),
+                   description=__doc__,
                    formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True, help="run directory holding crops/ (local or s3://)")
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
@@ -68,20 +71,21 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, RayAddress]:
     with p.checked():
         model = ModelConfig(arch=a.arch, encoder=a.encoder, encoder_weights=a.encoder_weights,
                             image_size=a.image_size, crop_margin=a.crop_margin)
-        config = TrainConfig(out=a.out, model=model, workers=a.workers,
-                             cpus_per_worker=a.cpus_per_worker, use_gpu=a.use_gpu,
+        workers = Resources("worker", count=a.workers, cpus=a.cpus_per_worker,
+                            gpus=float(a.use_gpu))
+        config = TrainConfig(out=a.out, model=model, workers=workers,
                              epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                              mask_weight=a.mask_weight, label_weight=a.label_weight,
                              xray_share=a.xray_share, val_data=tuple(a.val_data),
                              init_model=None if a.init_model == "none" else a.init_model,
                              augment=not a.no_augment, max_failures=a.max_failures,
                              seed=a.seed, overwrite=a.overwrite, shared_fs=a.shared_fs)
-    return config, ray_address(p, a)
+    return config, ray_connection(p, a)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, ray = parse_args(argv)
-    return run_job("train", run_train, config, ray)
+    config, connection = parse_args(argv)
+    return run_job("train", run_train, config, connection)
 
 
 if __name__ == "__main__":

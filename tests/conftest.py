@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deepfake_lib.sample import SHARED_DATA_ENV, shared_data_dir
+from deepfake_lib.data.sample import SHARED_DATA_ENV, shared_data_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing pretrained file fails at once
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no version check over the network
@@ -68,7 +68,7 @@ def bad_inputs(tmp_path, shared_data) -> tuple[Path, dict[str, str]]:
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
     """The built-in sample, written once per test session."""
-    from deepfake_lib.sample import write_sample
+    from deepfake_lib.data.sample import write_sample
 
     root = tmp_path_factory.mktemp("sample")
     write_sample(root)
@@ -115,7 +115,7 @@ def ray_session(s3_endpoint):
 def ffpp_crops(ray_session, shared_data, tmp_path_factory):
     """The prepare stage run once on the FF++ pairs (every 25th frame): a run directory with
     crops/ for the prepare, train and score tests."""
-    from deepfake_lib.prepare import PrepareConfig, run_prepare
+    from deepfake_lib.stages.prepare import PrepareConfig, run_prepare
 
     out = tmp_path_factory.mktemp("ffpp") / "run"
     config = PrepareConfig(data=(str(shared_data / "videos" / "ffpp"),), out=str(out), every=25)
@@ -127,13 +127,15 @@ def tiny_model(ffpp_crops, tmp_path_factory) -> Path:
     """A tiny detector (ResNet-18 U-Net, 64 px, one epoch) trained on the FF++ crops."""
     import shutil
 
-    from deepfake_lib.model import ModelConfig
-    from deepfake_lib.training import TrainConfig, run_train
+    from deepfake_lib.execution.resources import Resources
+    from deepfake_lib.models.detector import ModelConfig
+    from deepfake_lib.stages.train import TrainConfig, run_train
 
     config, _ = ffpp_crops
     out = tmp_path_factory.mktemp("tiny") / "run"
     shutil.copytree(Path(config.out) / "crops", out / "crops")
-    run_train(TrainConfig(out=str(out), workers=1, epochs=1, batch_size=16,
+    run_train(TrainConfig(out=str(out), workers=Resources("worker", count=1), epochs=1,
+                          batch_size=16,
                           model=ModelConfig(encoder="resnet18", encoder_weights="none",
                                             image_size=64)))
     return out / "model"

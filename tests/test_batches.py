@@ -1,8 +1,8 @@
 import pyarrow as pa
 import pytest
 
-from deepfake_lib import batches
-from deepfake_lib.storage import RunDir
+from deepfake_lib.core.storage import RunDir
+from deepfake_lib.execution import batches
 
 
 def _table(parts: dict[str, list[str]]) -> pa.Table:

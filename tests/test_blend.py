@@ -2,9 +2,14 @@ import cv2
 import numpy as np
 import pytest
 
-from deepfake_lib import faces
-from deepfake_lib.blend import MAX_GROW_FRACTION, hull_mask, self_blend, xray_blend
-from deepfake_lib.sample import builtin_photos
+from deepfake_lib.data.sample import builtin_photos
+from deepfake_lib.media import faces
+from deepfake_lib.media.blend import (
+    MAX_GROW_FRACTION,
+    hull_mask,
+    self_blend,
+    xray_blend,
+)
 
 
 def _face_and_landmarks(name: str):

@@ -6,10 +6,11 @@ import re
 
 import pytest
 
-from deepfake_lib.batches import TaskOptions
-from deepfake_lib.cluster_methods import ClusterParams
-from deepfake_lib.model import ModelConfig
-from deepfake_lib.scoring import ScoreConfig
+from deepfake_lib.execution.resources import Resources
+from deepfake_lib.models.cluster_methods import ClusterParams
+from deepfake_lib.models.detector import ModelConfig
+from deepfake_lib.stages.encode import EncodeConfig
+from deepfake_lib.stages.score import ScoreConfig
 
 JOBS = ("encode", "cluster", "prepare", "train", "score", "pipeline")
 DATA_OUT = ["--data", "videos", "--out", "run"]
@@ -93,14 +94,17 @@ def test_every_number_and_path_flag_shows_what_is_allowed(job, capsys):
 
 def test_the_configs_refuse_what_the_flags_refuse():
     """The rules live in the configs, so a config made in code is checked too."""
-    with pytest.raises(ValueError, match="max_in_flight|--max-in-flight 0"):
-        TaskOptions(max_in_flight=0)
+    with pytest.raises(ValueError, match="--max-in-flight 0: must be >= 1"):
+        Resources("task", count=0)
+    with pytest.raises(ValueError, match="--cpus-per-actor 0: must be > 0"):
+        Resources("actor", cpus=0)
     with pytest.raises(ValueError, match="retries -1: must be >= 0"):  # no flag: named as a field
-        TaskOptions(retries=-1)
+        EncodeConfig(data=(), out="run", retries=-1)
     with pytest.raises(ValueError, match="--eps 0: must be > 0"):  # 0 was taken as "the knee"
         ClusterParams(eps=0)
     with pytest.raises(ValueError, match="temperature 0.0: must be > 0"):
         ModelConfig(temperature=0.0)
     with pytest.raises(ValueError, match="--data ''"):
         ScoreConfig(data=("videos", ""), out="run")
-    ScoreConfig(data=(), out="run", actors=None, model=None)  # None: the stage's own default
+    # None: the stage's own default
+    ScoreConfig(data=(), out="run", actors=Resources("actor", cpus=None), model=None)

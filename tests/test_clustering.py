@@ -6,12 +6,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from deepfake_lib import faces
-from deepfake_lib.cluster_methods import adjusted_rand, synthetic_encodings
-from deepfake_lib.dataset import build_manifest
-from deepfake_lib.encode import ENCODING_SCHEMA, EncodeConfig, run_encode
-from deepfake_lib.clustering import ClusterConfig, choose_subset, run_cluster
-from deepfake_lib.storage import RunDir
+from deepfake_lib.core.storage import RunDir
+from deepfake_lib.data.dataset import build_manifest
+from deepfake_lib.media import faces
+from deepfake_lib.models.cluster_methods import adjusted_rand, synthetic_encodings
+from deepfake_lib.stages.cluster import ClusterConfig, choose_subset, run_cluster
+from deepfake_lib.stages.encode import ENCODING_SCHEMA, EncodeConfig, run_encode
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import deepfake_lib
-from deepfake_lib import video
-from deepfake_lib.dataset import build_manifest, parse_metadata
+from deepfake_lib.data.dataset import build_manifest, parse_metadata
+from deepfake_lib.media import video
 
 
 def _kinds(manifest):
@@ -122,7 +122,7 @@ def test_unreadable_folder_and_metadata_are_problems_and_the_rest_is_listed(tmp_
         (tmp_path / part / name).write_bytes(b"x")
     (tmp_path / "closed_metadata" / "metadata.json").write_text('{"c.mp4": {"label": "REAL"}}')
     locked = [tmp_path / "locked", tmp_path / "closed_metadata" / "metadata.json"]
-    code = ("import json, sys\nfrom deepfake_lib.dataset import build_manifest\n"
+    code = ("import json, sys\nfrom deepfake_lib.data.dataset import build_manifest\n"
             "m = build_manifest(sys.argv[1])\n"
             "print(json.dumps([m.table.to_pylist(), m.problems.to_pylist()]))")
     # root reads anything: drop the capabilities that let it (as the issue reproduces it)
@@ -242,8 +242,8 @@ def test_run_directory_inside_data_on_s3_is_skipped(s3_endpoint):
 
 
 def test_prepare_does_not_take_its_run_directory_for_data(tmp_path, shared_data):
-    from deepfake_lib.prepare import PrepareConfig, make_plan
-    from deepfake_lib.storage import RunDir
+    from deepfake_lib.core.storage import RunDir
+    from deepfake_lib.stages.prepare import PrepareConfig, make_plan
 
     data = tmp_path / "data"
     (data / "part").mkdir(parents=True)

@@ -18,6 +18,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from deepfake_lib.core.faults import Faults
+
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,16 +76,17 @@ def _cluster():
     return cluster, nodes
 
 
-def _remove_node_when(cluster, node, ready, record: dict,
+def _remove_node_when(cluster, nodes, holding, record: dict,
                       stop: threading.Event) -> threading.Thread:
-    """Remove ``node`` as soon as ``ready()`` is true (polled in a thread until ``stop`` is set,
-    at most 300 s); ``record`` gets the node's id, whether ``ready()`` held, and when the node
-    went."""
+    """Remove the node of ``nodes`` that ``holding()`` returns, as soon as it returns one
+    (polled in a thread until ``stop`` is set, at most 300 s); ``record`` gets the node's id,
+    whether one was held, and when it went."""
     def watch():
         deadline = time.monotonic() + 300
-        while not (held := ready()) and not stop.is_set() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        record.update(node_id=node.node_id, ready=held)
+        while (held := holding()) is None and not stop.is_set() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        node = held or nodes[0]
+        record.update(node_id=node.node_id, ready=held is not None)
         cluster.remove_node(node)
         record["removed_at"] = time.time()
 
@@ -108,25 +111,36 @@ def _attempts(name: str, address: str) -> list[dict]:
         time.sleep(1.0)
 
 
-def _running_on(address: str, node_id: str, name: str) -> bool:
-    """Whether the state API shows a task called ``name`` running on the node. Task events
-    reach it about a second late: a node removed before then takes its task's node with it."""
+def _holding(address: str, nodes, name: str, marker: Path):
+    """The node on which a task called ``name`` is held: once the held video's marker exists
+    (:meth:`Faults.maybe_slow`), the node the state API shows it running on, else None. The
+    task sleeps there until its node is removed, so nothing races the state API's lag."""
     from ray.util.state import list_tasks
 
+    if not marker.exists():
+        return None
     try:
-        return any(t.node_id == node_id for t in list_tasks(
+        running = {t.node_id for t in list_tasks(
             address=address, detail=True, filters=[("name", "=", name), ("state", "=", "RUNNING")],
-            raise_on_missing_output=False))
+            raise_on_missing_output=False)}
     except Exception:  # noqa: BLE001 - the state API not answering yet: ask again
-        return False
+        return None
+    held = [n for n in nodes if n.node_id in running]
+    return held[0] if len(held) == 1 else None
 
 
-def _losing_a_node(cluster, node, ready, stage, task_name: str) -> tuple[object, dict]:
-    """Run ``stage()`` while ``node`` is removed once ``ready()``; its summary, and what
+def _holding_one(data: str, marker: Path) -> Faults:
+    """Faults that hold the first video to start (any of ``data``'s) for 300 s, once."""
+    videos = tuple(sorted(p.name for p in Path(data).rglob("*.mp4")))
+    return Faults(slow_videos=videos, slow_seconds=300.0, slow_once_marker=str(marker))
+
+
+def _losing_a_node(cluster, nodes, holding, stage, task_name: str) -> tuple[object, dict]:
+    """Run ``stage()`` while the node ``holding()`` names is removed; its summary, and what
     happened for :func:`_assert_a_task_died_with_the_node`."""
     record: dict = {}
-    stop = threading.Event()  # the stage ended: stop waiting for ready()
-    watcher = _remove_node_when(cluster, node, ready, record, stop)
+    stop = threading.Event()  # the stage ended: stop waiting
+    watcher = _remove_node_when(cluster, nodes, holding, record, stop)
     began = time.time()
     summary = stage()
     ended = time.time()
@@ -139,7 +153,7 @@ def _losing_a_node(cluster, node, ready, stage, task_name: str) -> tuple[object,
 def _assert_a_task_died_with_the_node(result: dict) -> list[dict]:
     """The node went while the stage ran, with work on it; returns the attempts that died.
     An actor's task that died with it has no node: it is on the node where its actor ran."""
-    assert result["ready"], "the node was removed at the 300-s deadline, not mid-stage"
+    assert result["ready"], "no task was held on a node within 300 s"
     assert result["began"] < result["removed_at"] < result["ended"]
     actor_node = {t["actor_id"]: t["node_id"] for t in result["tasks"]
                   if t["actor_id"] and t["node_id"]}
@@ -161,27 +175,27 @@ def _count(folder: Path) -> int:
 def _encode_losing_a_node(data: str, out: str) -> dict:
     import ray
 
-    from deepfake_lib.encode import EncodeConfig, run_encode
+    from deepfake_lib.stages.encode import EncodeConfig, run_encode
 
     cluster, nodes = _cluster()
+    marker = Path(out).parent / "held"
     summary, result = _losing_a_node(
-        cluster, nodes[0], lambda: _count(Path(out) / "encodings") >= 2
-        and _running_on(cluster.address, nodes[0].node_id, "encode_batch"),
+        cluster, nodes, lambda: _holding(cluster.address, nodes, "encode_batch", marker),
         lambda: run_encode(EncodeConfig(data=(data,), out=out, all_videos=True, batch_size=1,
-                                        shared_fs=True)),
+                                        shared_fs=True), _holding_one(data, marker)),
         "encode_batch")
     return {**result, "videos": summary.videos, "nodes_alive": sum(n["Alive"] for n in ray.nodes())}
 
 
 def _prepare_losing_a_node(data: str, out: str, reference: str) -> dict:
-    from deepfake_lib.prepare import PrepareConfig, run_prepare
+    from deepfake_lib.stages.prepare import PrepareConfig, run_prepare
 
     cluster, nodes = _cluster()
+    marker = Path(out).parent / "held"
     summary, result = _losing_a_node(
-        cluster, nodes[1], lambda: _count(Path(out) / "crops") >= 2
-        and _running_on(cluster.address, nodes[1].node_id, "prepare_batch"),
+        cluster, nodes, lambda: _holding(cluster.address, nodes, "prepare_batch", marker),
         lambda: run_prepare(PrepareConfig(data=(data,), out=out, batch_size=1, every=12,
-                                          shared_fs=True)),
+                                          shared_fs=True), _holding_one(data, marker)),
         "prepare_batch")
     # the same stage, undisturbed, on the node that is left: what the rows should be
     run_prepare(PrepareConfig(data=(data,), out=reference, batch_size=1, every=12,
@@ -190,13 +204,18 @@ def _prepare_losing_a_node(data: str, out: str, reference: str) -> dict:
 
 
 def _score_losing_a_node(data: str, out: str, model: str) -> dict:
-    from deepfake_lib.scoring import ScoreConfig, run_score
+    from deepfake_lib.execution.resources import Resources
+    from deepfake_lib.stages.score import ScoreConfig, run_score
 
     cluster, nodes = _cluster()
+    marker = Path(out).parent / "held"
+    # a budget longer than the state API takes to show the held call
     summary, result = _losing_a_node(
-        cluster, nodes[0], lambda: _count(Path(out) / "scores") >= 1,
+        cluster, nodes, lambda: _holding(cluster.address, nodes, "VideoScorer.score", marker),
         lambda: run_score(ScoreConfig(data=(data,), out=out, model=model, frames=8,
-                                      batch_size=2, actors=2, shared_fs=True)),
+                                      batch_size=2, actors=Resources("actor", count=2),
+                                      budget_s=120.0, shared_fs=True),
+                          _holding_one(data, marker)),
         "VideoScorer.score")
     return {**result, "videos": summary.videos, "statuses": summary.statuses}
 
@@ -261,11 +280,10 @@ def test_node_lost_during_prepare(sample_dir, tmp_path):
 def test_node_lost_during_score(sample_dir, tiny_model, tmp_path):
     out = tmp_path / "run"
     result = _in_child(_score_losing_a_node, str(sample_dir), str(out), str(tiny_model))
-    # the node went mid-stage with an actor that had been scoring on it (whether a video was
-    # in flight at that instant is a race: if one was, it is scored again, as counted below)
-    assert result["ready"] and result["began"] < result["removed_at"] < result["ended"]
-    assert any(t["node_id"] == result["node_id"] and t["actor_id"] for t in result["tasks"])
-    # a video whose actor died with the node was scored again by another: 16 answers in all
+    # the node went mid-stage while its actor was scoring the held video
+    died = _assert_a_task_died_with_the_node(result)
+    assert len(died) == 1 and died[0]["actor_id"]
+    # that video was scored again by another actor: 16 answers in all
     assert sum(t["state"] == "FINISHED" for t in result["tasks"]) == 16
     names = [line.split(",")[0] for line in (out / "submission.csv").read_text().splitlines()[1:]]
     _exactly_once(names, {p.name for p in (sample_dir / "sample_part_0").glob("*.mp4")})
@@ -282,7 +300,8 @@ def test_killed_driver_then_rerun_equals_an_uninterrupted_run(sample_dir, tmp_pa
     assert 3 <= result["written_when_killed"] < 16  # it really died in the middle
     skipped = int(re.search(r"\((\d+) already done\)", result["rerun_out"]).group(1))
     assert skipped >= result["written_when_killed"]  # the rerun resumed, it did not restart
-    columns = ["video_id", "face_index", "frame_index", "top", "right", "bottom", "left", "encoding"]
+    columns = ["video_id", "face_index", "frame_index", "top", "right", "bottom", "left",
+               "encoding"]
     after = pq.read_table(killed / "encodings", columns=columns).sort_by("video_id").to_pylist()
     reference = pq.read_table(clean / "encodings", columns=columns).sort_by("video_id").to_pylist()
     assert after == reference

@@ -5,7 +5,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from deepfake_lib import faces, labelled_crops
+from deepfake_lib.data import labelled_crops
+from deepfake_lib.media import faces
 
 
 def _dfdc_subset(shared_data, folder, families: int = 30) -> list[dict]:
@@ -79,7 +80,7 @@ def test_a_tight_crop_is_described_as_one_face(shared_data):
 
 @pytest.mark.ray
 def test_prepare_splits_labelled_crops_by_family_and_person(ray_session, shared_data, tmp_path):
-    from deepfake_lib.prepare import PrepareConfig, run_prepare
+    from deepfake_lib.stages.prepare import PrepareConfig, run_prepare
 
     picked = _dfdc_subset(shared_data, tmp_path / "faces")
     config = PrepareConfig(data=(), labelled=(str(tmp_path / "faces"),), out=str(tmp_path / "run"),
@@ -109,7 +110,7 @@ def test_prepare_splits_labelled_crops_by_family_and_person(ray_session, shared_
 
 @pytest.mark.ray
 def test_a_bad_crop_is_one_error_row(ray_session, shared_data, tmp_path):
-    from deepfake_lib.prepare import PrepareConfig, run_prepare
+    from deepfake_lib.stages.prepare import PrepareConfig, run_prepare
 
     _dfdc_subset(shared_data, tmp_path / "faces", families=4)
     (tmp_path / "faces" / "real" / "broken.jpg").write_bytes(b"not a jpeg")

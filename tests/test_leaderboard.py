@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from deepfake_lib.faces import decode_image
-from deepfake_lib.leaderboard import leaderboard, roc_calibration_png, submission_csv
+from deepfake_lib.media.faces import decode_image
+from deepfake_lib.models.leaderboard import (
+    leaderboard,
+    roc_calibration_png,
+    submission_csv,
+)
 
 
 def _row(video_id, prob, label, status="ok", seconds=1.0):

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from deepfake_lib import blend, faces, masks, video
+from deepfake_lib.media import blend, faces, masks, video
 
 CROP = {"margin": 0.3, "size": 256}  # the prepare stage's crops
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from deepfake_lib import faces
-from deepfake_lib.model import ModelConfig, load_model, reference_dir
-from deepfake_lib.scoring import ScoreConfig, score_video
+from deepfake_lib.media import faces
+from deepfake_lib.models.detector import ModelConfig, load_model, reference_dir
+from deepfake_lib.stages.score import ScoreConfig, score_video
 
 
 @pytest.mark.parametrize("change,field", [

@@ -8,11 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from deepfake_lib import faces
-from deepfake_lib.model import load_model
-from deepfake_lib.predict import picture, picture_names, strip_frames
-from deepfake_lib.scoring import ScoreConfig, score_video
-from deepfake_lib.tracks import FaceTracks, Track
+from deepfake_lib.media import faces
+from deepfake_lib.media.pictures import picture, strip_frames
+from deepfake_lib.media.tracks import FaceTracks, Track
+from deepfake_lib.models.detector import load_model
+from deepfake_lib.stages.predict import picture_names
+from deepfake_lib.stages.score import ScoreConfig, score_video
 
 
 def _rows(out):
@@ -107,8 +108,8 @@ class _Masks:
 
 
 def test_the_picture_shows_each_face_box_and_its_mask_as_heat():
-    from deepfake_lib.model import ModelConfig
-    from deepfake_lib.predict import FRAME_PX, TITLE_PX
+    from deepfake_lib.media.pictures import FRAME_PX, TITLE_PX
+    from deepfake_lib.models.detector import ModelConfig
 
     grey = np.full((360, 640, 3), 128, np.uint8)
     frames = {i: grey.copy() for i in range(0, 100, 10)}
@@ -146,7 +147,7 @@ def test_strip_and_picture_names():
 
 
 def test_cells_a_spreadsheet_would_run_are_written_as_text():
-    from deepfake_lib.predict import predictions_csv
+    from deepfake_lib.stages.predict import predictions_csv
 
     rows = [{"path": p, "prob": 0.5, "status": "error", "message": m, "seconds": 0.0,
              "n_faces": 0, "n_tracks": 0, "n_frames": 0, "picture": ""}
@@ -161,9 +162,8 @@ def test_cells_a_spreadsheet_would_run_are_written_as_text():
 @pytest.mark.ray
 def test_one_picture_that_cannot_be_written_loses_nothing_else(
         tiny_model, ray_session, shared_data, tmp_path, monkeypatch):
+    from deepfake_lib.core.storage import RunDir
     from jobs.predict import main
-
-    from deepfake_lib.storage import RunDir
 
     folder = tmp_path / "videos"
     folder.mkdir()

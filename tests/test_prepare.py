@@ -5,9 +5,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from deepfake_lib import faces
-from deepfake_lib.faults import Faults
-from deepfake_lib.prepare import CROP_SCHEMA, PrepareConfig, assign_splits, run_prepare
+from deepfake_lib.core.faults import Faults
+from deepfake_lib.media import faces
+from deepfake_lib.stages.prepare import (
+    CROP_SCHEMA,
+    PrepareConfig,
+    assign_splits,
+    run_prepare,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -63,8 +68,8 @@ def test_ffpp_pairs_become_crops_with_masks(ffpp_crops):
 
 
 def test_an_original_is_decoded_once_for_all_its_fakes(shared_data, monkeypatch):
-    from deepfake_lib import video
-    from deepfake_lib.prepare import prepare_unit
+    from deepfake_lib.media import video
+    from deepfake_lib.stages.prepare import prepare_unit
 
     ffpp = shared_data / "videos" / "ffpp"
     decoded = []
@@ -163,9 +168,9 @@ def test_photos_are_real_faces_for_training_only(ray_session, shared_data, tmp_p
 def test_without_a_subset_the_split_follows_the_identity_clusters(ffpp_crops, tmp_path):
     import pyarrow as pa
 
-    from deepfake_lib.clustering import CLUSTER_SCHEMA
-    from deepfake_lib.prepare import make_plan
-    from deepfake_lib.storage import RunDir
+    from deepfake_lib.core.storage import RunDir
+    from deepfake_lib.stages.cluster import CLUSTER_SCHEMA
+    from deepfake_lib.stages.prepare import make_plan
 
     config, first = ffpp_crops
     assert first.split_by == {"video": 3} and "split by original video" in first.text()

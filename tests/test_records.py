@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from deepfake_lib import records
-from deepfake_lib.storage import RunDir
+from deepfake_lib.core import records
+from deepfake_lib.core.storage import RunDir
 
 
 @pytest.mark.parametrize("text,what", [
@@ -22,7 +22,7 @@ def test_a_damaged_stage_record_is_named_with_the_way_out(tmp_path, text, what):
 
 def test_a_sound_record_reads_back(tmp_path):
     run = RunDir(str(tmp_path))
-    from deepfake_lib.clustering import ClusterConfig
+    from deepfake_lib.stages.cluster import ClusterConfig
 
     records.write(run, "cluster", ClusterConfig(out=str(tmp_path)), "abc")
     assert records.read(run, "cluster")["inputs"] == "abc"

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import deepfake_lib
-from deepfake_lib import faces
-from deepfake_lib.metrics import binary_scores
-from deepfake_lib.model import reference_dir
+from deepfake_lib.media import faces
+from deepfake_lib.models.detector import reference_dir
+from deepfake_lib.models.metrics import binary_scores
 
 
 def held_out_crops(shared_data, per_class: int = 120) -> tuple[list[np.ndarray], np.ndarray]:
@@ -58,9 +58,8 @@ def test_the_shipped_weights_are_half_precision_and_small():
 @pytest.mark.ray
 def test_predict_and_score_use_the_shipped_detector_without_a_model(
         ray_session, shared_data, tmp_path, capsys):
+    from deepfake_lib.stages.score import ScoreConfig, run_score
     from jobs.predict import main
-
-    from deepfake_lib.scoring import ScoreConfig, run_score
 
     videos = shared_data / "videos" / "dfdc"
     assert main([str(videos), "--out", str(tmp_path / "pred"), "--frames", "8"]) == 0

@@ -7,8 +7,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from deepfake_lib.browser import check_images, find_browser, screenshot, small_png
-from deepfake_lib.report import most_wrong, write_report
+from deepfake_lib.report.browser import (
+    check_images,
+    find_browser,
+    screenshot,
+    small_png,
+)
+from deepfake_lib.report.html import most_wrong, write_report
 
 
 @pytest.fixture(scope="session")

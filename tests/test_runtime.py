@@ -3,7 +3,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deepfake_lib.runtime import autoscaled_node_types, local_paths_problem, room_for
+from deepfake_lib.execution.resources import (
+    autoscaled_node_types,
+    local_paths_problem,
+    room_for,
+)
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
 
@@ -50,11 +54,11 @@ def test_local_paths_are_refused_on_more_than_one_node_only():
 
 def _did_nothing(out: str) -> dict:
     """Each job's stage function and a summary of a run in which nothing succeeded."""
-    from deepfake_lib.clustering import ClusterSummary
-    from deepfake_lib.encode import EncodeSummary
     from deepfake_lib.pipeline import PipelineSummary
-    from deepfake_lib.prepare import PrepareSummary
-    from deepfake_lib.scoring import ScoreSummary
+    from deepfake_lib.stages.cluster import ClusterSummary
+    from deepfake_lib.stages.encode import EncodeSummary
+    from deepfake_lib.stages.prepare import PrepareSummary
+    from deepfake_lib.stages.score import ScoreSummary
 
     return {
         "encode": ("run_encode", EncodeSummary(out, videos=3, errors={"corrupt": 3})),
@@ -73,20 +77,20 @@ JOB_ARGS = {"encode": ["--data", "videos"], "cluster": [], "prepare": ["--data",
 def test_a_job_in_which_nothing_succeeded_exits_1(job, tmp_path, monkeypatch, capsys):
     import importlib
 
-    from deepfake_lib import runtime
+    from deepfake_lib import cli
 
     module = importlib.import_module(f"jobs.{job}")
     stage, summary = _did_nothing(str(tmp_path))[job]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "videos").mkdir()
-    monkeypatch.setattr(runtime, "init_ray", lambda *args, **kwargs: None)
+    monkeypatch.setattr(cli, "init_ray", lambda *args, **kwargs: None)
     monkeypatch.setattr(module, stage, lambda config: summary)
     assert module.main(JOB_ARGS[job] + ["--out", str(tmp_path)]) == 1
     assert capsys.readouterr().out.strip() == summary.text()  # the summary says what failed
 
 
 def test_one_video_scored_is_success():
-    from deepfake_lib.scoring import ScoreSummary
+    from deepfake_lib.stages.score import ScoreSummary
 
     assert ScoreSummary("run", videos=3, statuses={"partial": 1, "error": 2}).succeeded
     assert not ScoreSummary("run", videos=3, statuses={"timeout": 1, "error": 2}).succeeded
@@ -94,31 +98,35 @@ def test_one_video_scored_is_success():
 
 def test_the_pipeline_stops_after_a_stage_that_did_nothing(tmp_path, monkeypatch):
     from deepfake_lib import pipeline
-    from deepfake_lib.clustering import ClusterSummary
-    from deepfake_lib.encode import EncodeSummary
+    from deepfake_lib.stages import Stage
+    from deepfake_lib.stages.cluster import ClusterSummary
+    from deepfake_lib.stages.encode import EncodeSummary
 
     out = str(tmp_path / "run")
-    def stage(summary):
-        return lambda run, overwrite: (None, None), lambda config: summary()
 
-    stages = [("encode", *stage(lambda: EncodeSummary(out, videos=2, encoded=2, faces=2))),
-              ("cluster", *stage(lambda: ClusterSummary(out, faces=2, noise=2, reals=2))),
-              ("prepare", *stage(lambda: pytest.fail("prepare ran on an empty subset")))]
-    monkeypatch.setattr(pipeline, "_stages", lambda config, data: stages)
+    def stage(name, summary):
+        return Stage(name, object, lambda config: summary(), writes=())
+
+    stages = (stage("encode", lambda: EncodeSummary(out, videos=2, encoded=2, faces=2)),
+              stage("cluster", lambda: ClusterSummary(out, faces=2, noise=2, reals=2)),
+              stage("prepare", lambda: pytest.fail("prepare ran on an empty subset")))
+    monkeypatch.setattr(pipeline, "STAGES", stages)
+    monkeypatch.setattr(pipeline, "stage_configs", lambda config, data: {
+        s.name: lambda run, overwrite: None for s in stages})
     messages = []
     summary = pipeline.run_pipeline(pipeline.PipelineConfig(out=out, data=("videos",)),
                                     log=messages.append)
     assert not summary.succeeded and summary.stopped_after == "cluster"
     assert "stopped after cluster" in summary.text()
-    assert stages[1][2](None).text() in messages
+    assert stages[1].run(None).text() in messages
 
 
 @pytest.mark.parametrize("overwrite,again", [(False, "rerun the same command:"),
                                              (True, "rerun the same command without "
                                                     "--overwrite:")])
 def test_ctrl_c_says_where_the_run_stands_and_how_to_resume(overwrite, again, tmp_path, capsys):
-    from deepfake_lib.encode import EncodeConfig
-    from deepfake_lib.runtime import run_job
+    from deepfake_lib.cli import run_job
+    from deepfake_lib.stages.encode import EncodeConfig
 
     def interrupted(config):
         raise KeyboardInterrupt
@@ -126,7 +134,7 @@ def test_ctrl_c_says_where_the_run_stands_and_how_to_resume(overwrite, again, tm
     (tmp_path / "videos").mkdir()
     config = EncodeConfig(data=(str(tmp_path / "videos"),), out=str(tmp_path / "run"),
                           overwrite=overwrite)
-    assert run_job("encode", interrupted, config, use_ray=False) == 130
+    assert run_job("encode", interrupted, config, connection=None) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"what was finished is in {tmp_path / 'run'}" in err and again in err
@@ -137,10 +145,10 @@ def test_a_run_directory_that_cannot_be_written_is_one_line_before_ray_starts(
         job, tmp_path, monkeypatch, capsys):
     import importlib
 
-    from deepfake_lib import runtime
+    from deepfake_lib import cli
 
     (tmp_path / "a_file").write_text("in the way")
-    monkeypatch.setattr(runtime, "init_ray", lambda *args, **kwargs: pytest.fail(
+    monkeypatch.setattr(cli, "init_ray", lambda *args, **kwargs: pytest.fail(
         "Ray started for a run it cannot write"))
     out = str(tmp_path / "a_file" / "run")
     assert importlib.import_module(f"jobs.{job}").main(JOB_ARGS[job] + ["--out", out]) == 1
@@ -161,7 +169,7 @@ def test_a_bucket_that_does_not_exist_is_one_line(s3_endpoint, capsys):
 @pytest.mark.parametrize("case", ["missing", "file", "same_as_out"])
 def test_data_that_cannot_be_the_input_is_one_line_before_ray_starts(case, tmp_path, monkeypatch,
                                                                     capsys):
-    from deepfake_lib import runtime
+    from deepfake_lib import cli
     from jobs.encode import main
 
     data = tmp_path / "videos"
@@ -169,7 +177,7 @@ def test_data_that_cannot_be_the_input_is_one_line_before_ray_starts(case, tmp_p
         data.write_text("not a folder")
     elif case == "same_as_out":
         data.mkdir()
-    monkeypatch.setattr(runtime, "init_ray",
+    monkeypatch.setattr(cli, "init_ray",
                         lambda *args, **kwargs: pytest.fail("Ray started for data it cannot read"))
     out = data if case == "same_as_out" else tmp_path / "run"
     assert main(["--data", str(data), "--out", str(out)]) == 1
@@ -183,9 +191,9 @@ def test_a_ray_address_that_does_not_answer_is_one_line_in_bounded_time(tmp_path
                                                                       capsys):
     import time
 
-    from jobs.score import main
-
     import ray
+
+    from jobs.score import main
 
     (tmp_path / "videos").mkdir()
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # the suite's own Ray is up

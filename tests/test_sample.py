@@ -1,8 +1,8 @@
 import numpy as np
 
-from deepfake_lib import faces, video
-from deepfake_lib.dataset import build_manifest
-from deepfake_lib.sample import SampleConfig, load_photos, write_sample
+from deepfake_lib.data.dataset import build_manifest
+from deepfake_lib.data.sample import SampleConfig, load_photos, write_sample
+from deepfake_lib.media import faces, video
 
 
 def test_sample_is_a_dfdc_part_with_linked_fakes(sample_dir):

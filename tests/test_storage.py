@@ -3,8 +3,8 @@ import os
 import pyarrow as pa
 import pytest
 
-from deepfake_lib import storage
-from deepfake_lib.storage import RunDir
+from deepfake_lib.core import storage
+from deepfake_lib.core.storage import RunDir
 
 
 def _exercise(run: RunDir) -> None:

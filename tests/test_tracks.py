@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from deepfake_lib import faces
-from deepfake_lib.faces import Detection
-from deepfake_lib.tracks import FaceTracks, iou, link, track_faces
+from deepfake_lib.media import faces
+from deepfake_lib.media.faces import Detection
+from deepfake_lib.media.tracks import FaceTracks, iou, link, track_faces
 
 
 def _det(top, left, size=40):

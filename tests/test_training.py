@@ -5,11 +5,21 @@ import shutil
 import numpy as np
 import pytest
 
-from deepfake_lib.faults import Faults
-from deepfake_lib.model import ModelConfig, load_model
-from deepfake_lib.training import TrainConfig, detector_loss, learning_rate, run_train
+from deepfake_lib.core.faults import Faults
+from deepfake_lib.core.storage import RunDir
+from deepfake_lib.data import training_data
+from deepfake_lib.execution.resources import Resources
+from deepfake_lib.models import metrics
+from deepfake_lib.models.detector import ModelConfig, load_model
+from deepfake_lib.stages.train import (
+    TrainConfig,
+    detector_loss,
+    learning_rate,
+    run_train,
+)
 
 TINY = ModelConfig(encoder="resnet18", encoder_weights="none", image_size=64)
+SEPARATES = 0.65  # AUC; chance is 0.5 (measured here: 0.79)
 
 
 def _copy_crops(ffpp_crops, tmp_path):
@@ -22,8 +32,8 @@ def _copy_crops(ffpp_crops, tmp_path):
 @pytest.mark.ray
 def test_two_workers_learn_checkpoint_and_give_a_usable_detector(ffpp_crops, tmp_path):
     out = _copy_crops(ffpp_crops, tmp_path)
-    summary = run_train(TrainConfig(out=str(out), model=TINY, workers=2, epochs=3,
-                                    batch_size=8, lr=1e-3, augment=False))
+    summary = run_train(TrainConfig(out=str(out), model=TINY, workers=Resources("worker", count=2),
+                                    epochs=3, batch_size=8, lr=1e-3, augment=False))
     history = json.loads((out / "model" / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1, 2]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -43,13 +53,53 @@ def test_two_workers_learn_checkpoint_and_give_a_usable_detector(ffpp_crops, tmp
     probs = detector.predict(crops)
     assert probs.shape == (3,) and probs.dtype == np.float32
     assert ((probs > 0) & (probs < 1)).all()
+    # it learned what it was taught: the fakes it trained on look faker than their originals
+    assert _train_split_auc(detector, RunDir(str(out))) > SEPARATES
+
+
+def _train_split_auc(detector, run: RunDir) -> float:
+    """AUC of ``detector`` on the train split's labelled crops (real faces, and the fakes of
+    pairs made from them), framed as the detector frames faces: what it was trained on."""
+    index = training_data.crop_index(run)
+    train = training_data.split_rows(index, "train")
+    crops = training_data.load_crops(run, index, train)
+    margin, size = detector.config.crop_margin, detector.config.image_size
+    images = [training_data.recrop(image, mask, box, margin, size)[0]
+              for image, mask, box in zip(crops.images, crops.masks, crops.boxes)]
+    labels = index.column("label").to_numpy()[train]
+    assert 0 < labels.sum() < len(labels)
+    return metrics.binary_scores(labels, detector.predict(images))["auc"]
+
+
+@pytest.mark.ray
+def test_only_the_train_split_is_trained_on_never_validation_data(ffpp_crops, shared_data,
+                                                                  tmp_path):
+    """The samples the worker trains on are those of the train split's plan (each real face
+    with its pseudo-fake, each real fake): were the val split or a --val-data folder trained
+    on, there would be more. Both are evaluated: every crop of them, once."""
+    out = _copy_crops(ffpp_crops, tmp_path)
+    index = training_data.crop_index(RunDir(str(out)))
+    train, val = (training_data.split_rows(index, s) for s in ("train", "val"))
+    assert len(train) and len(val)
+    dev = shared_data / "crops" / "dfdc_dev"
+    run_train(TrainConfig(out=str(out), model=TINY, workers=Resources("worker", count=1),
+                          epochs=1, batch_size=8, val_data=(str(dev),)))
+    [epoch] = json.loads((out / "model" / "metrics.json").read_text())
+    windows = training_data.epoch_windows(index.column("label").to_numpy()[train] == 1,
+                                          index.column("block").to_numpy()[train], 0, 0, 1)
+    steps = training_data.steps_per_epoch(windows, 8)
+    batches = [len(items[at:at + 8]) for items in windows[0] for at in range(0, len(items), 8)]
+    assert epoch["train_samples"] == sum(batches[:steps])
+    dev_crops = [p for p in dev.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    assert epoch["val_count"] == len(val) + len(dev_crops)
 
 
 @pytest.mark.ray
 def test_a_killed_worker_resumes_from_the_last_checkpoint(ffpp_crops, tmp_path):
     out = _copy_crops(ffpp_crops, tmp_path)
     marker = tmp_path / "killed"
-    run_train(TrainConfig(out=str(out), model=TINY, workers=2, epochs=2, batch_size=8),
+    run_train(TrainConfig(out=str(out), model=TINY, workers=Resources("worker", count=2), epochs=2,
+                          batch_size=8),
               Faults(crash_once_marker=str(marker)))
     assert marker.exists()  # a worker died after the first epoch's checkpoint
     history = json.loads((out / "model" / "metrics.json").read_text())
@@ -63,7 +113,8 @@ def test_bad_flags_fail_before_any_worker_starts(ffpp_crops, tmp_path, capsys):
     from jobs.train import main
 
     out = _copy_crops(ffpp_crops, tmp_path)
-    assert main(["--out", str(out), "--encoder", "no_such_encoder", "--encoder-weights", "none"]) == 1
+    assert main(["--out", str(out), "--encoder", "no_such_encoder",
+                 "--encoder-weights", "none"]) == 1
     assert "unknown architecture or encoder" in capsys.readouterr().err
     assert main(["--out", str(out), "--encoder", "resnet18",
                  "--encoder-weights", str(tmp_path / "missing.pt")]) == 1
@@ -120,8 +171,8 @@ def test_ctrl_c_during_training_says_where_the_run_stands(ffpp_crops, tmp_path):
     reader = threading.Thread(target=lambda: lines.extend(job.stdout), daemon=True)
     reader.start()
     deadline = time.monotonic() + 300
-    while not any("train: epoch 1/50" in line for line in lines) \
-            and time.monotonic() < deadline and job.poll() is None:
+    while not any("train: epoch 1/50" in line for line in lines):  # training has begun
+        assert job.poll() is None and time.monotonic() < deadline, "".join(lines[-20:])
         time.sleep(0.5)
     job.send_signal(signal.SIGINT)
     assert job.wait(timeout=180) == 130
@@ -164,7 +215,8 @@ def test_fine_tuning_starts_from_the_given_model(ffpp_crops, tiny_model, tmp_pat
 
     out = _copy_crops(ffpp_crops, tmp_path)
     # a learning rate too small to move the weights: the result is the model it started from
-    run_train(TrainConfig(out=str(out), init_model=str(tiny_model), workers=1, epochs=1,
+    run_train(TrainConfig(out=str(out), init_model=str(tiny_model),
+                          workers=Resources("worker", count=1), epochs=1,
                           batch_size=8, lr=1e-12))
     start = torch.load(tiny_model / "model.pt", weights_only=True)
     tuned = torch.load(out / "model" / "model.pt", weights_only=True)

@@ -3,10 +3,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from deepfake_lib import faces, figures, metrics, training_data
-from deepfake_lib.sample import builtin_photos
-from deepfake_lib.storage import RunDir
-from deepfake_lib.training_data import BLEND, PAIR, REAL, Crops
+from deepfake_lib.core.storage import RunDir
+from deepfake_lib.data import training_data
+from deepfake_lib.data.sample import builtin_photos
+from deepfake_lib.data.training_data import BLEND, PAIR, REAL, Crops
+from deepfake_lib.media import faces, figures
+from deepfake_lib.models import metrics
 
 
 def _items(windows):

@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from deepfake_lib.encoder_weights import (input_normalisation, lukemelas_to_timm,
-                                          offline_imagenet_file, read_state_dict)
-from deepfake_lib.model import ModelConfig, build_model
+from deepfake_lib.models.detector import ModelConfig, build_model
+from deepfake_lib.models.encoder_weights import (
+    input_normalisation,
+    lukemelas_to_timm,
+    offline_imagenet_file,
+    read_state_dict,
+)
 
 LITE0 = "tu-tf_efficientnet_lite0"
 
