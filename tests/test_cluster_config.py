@@ -186,9 +186,13 @@ def test_a_cluster_from_cluster_yaml_lets_in_only_who_holds_the_token(tmp_path, 
 
     refused = {"RAY_gcs_server_port_wait_time_s": "5"}  # a refused node gives up after 5 s
     stranger = _node_env(homes["stranger"]) | refused  # no token, no auth settings
-    assert start_ray(_worker_start(config, gcs), stranger)[0] != 0
+    code, output = start_ray(_worker_start(config, gcs), stranger)
+    # refused by the head for its token, not for any other reason a start can fail
+    assert code != 0 and "InvalidAuthToken: Authentication token is missing" in output, output
     unshipped = _node_env(homes["stranger"], env) | refused  # set up as cluster.yaml, no token
-    assert start_ray(_worker_start(config, gcs), unshipped)[0] != 0
+    code, output = start_ray(_worker_start(config, gcs), unshipped)
+    assert code != 0 and "AuthenticationError: RAY_AUTH_TOKEN_PATH is set but file" in output, \
+        output
     code, output = start_ray(_worker_start(config, gcs), _node_env(homes["worker"], env))
     assert code == 0, output
     _, nodes = _dashboard(dashboard, "/api/v0/nodes", token)

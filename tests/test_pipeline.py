@@ -1,16 +1,23 @@
 import csv
+import dataclasses
 import io
 import json
 import re
+from pathlib import Path
 
 import boto3
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from deepfake_lib.pipeline import (PipelineConfig, board_line, held_out_videos, run_pipeline,
-                                   write_builtin_sample)
-from deepfake_lib.storage import RunDir
-
+from deepfake_lib.core.storage import RunDir
+from deepfake_lib.pipeline import (
+    PipelineConfig,
+    board_line,
+    held_out_videos,
+    run_pipeline,
+    write_builtin_sample,
+)
 
 
 def _upload(folder, bucket, prefix):
@@ -82,7 +89,7 @@ def test_whole_pipeline_with_data_and_run_directory_on_s3(ray_session, sample_di
 
 
 def test_the_builtin_sample_is_written_into_an_s3_run_directory(s3_endpoint):
-    from deepfake_lib.sample import PART_NAME
+    from deepfake_lib.data.sample import PART_NAME
 
     run = RunDir("s3://runs/with_sample")
     where = write_builtin_sample(run)
@@ -111,3 +118,112 @@ def test_a_board_on_training_videos_says_so():
     assert "TRAINING videos" in line and "no measure" in line and "logloss 0.1" in line
     assert board_line({"logloss": 0.1, "data": "validation"}).startswith(
         "leaderboard on validation videos")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    out: str
+    overwrite: bool = False
+
+
+def test_a_stage_whose_inputs_changed_is_redone_and_so_is_every_stage_after_it(
+        tmp_path, monkeypatch):
+    """Three stages on real records: ``a`` always runs (a batch stage) and writes what ``b``
+    reads; ``c`` reads what ``b`` writes, which never changes."""
+    from deepfake_lib import pipeline
+    from deepfake_lib.core import records
+    from deepfake_lib.stages import Stage
+
+    run = RunDir(str(tmp_path / "run"))
+    a_writes = {"text": "first"}
+    ran: list[tuple[str, bool]] = []
+
+    @dataclasses.dataclass
+    class Done:
+        succeeded: bool = True
+
+        def text(self) -> str:
+            return "done"
+
+    def stage(name: str, writes: str, reads: str | None) -> Stage:
+        def digest(r: RunDir, config) -> str:
+            return records.digest(r.read_bytes(reads))
+
+        def run_stage(config: _Settings) -> Done:
+            ran.append((name, config.overwrite))
+            inputs = digest(run, config) if reads else None
+            run.write_bytes(writes, (a_writes["text"] if name == "a" else name).encode())
+            records.write(run, name, config, inputs, Done())
+            return Done()
+
+        return Stage(name, _Settings, run_stage, writes=((writes, name),),
+                     inputs=digest if reads else None)
+
+    stages = (stage("a", "a.txt", None), stage("b", "b.txt", "a.txt"),
+              stage("c", "c.txt", "b.txt"))
+    monkeypatch.setattr(pipeline, "STAGES", stages)
+    monkeypatch.setattr(pipeline, "stage_configs", lambda config, data: {
+        s.name: lambda r, overwrite: _Settings(out=config.out, overwrite=overwrite)
+        for s in stages})
+    config = PipelineConfig(out=run.location, data=("videos",))
+    logged: list[str] = []
+
+    assert run_pipeline(config, log=logged.append).succeeded
+    assert ran == [("a", False), ("b", False), ("c", False)]
+    ran.clear()
+    run_pipeline(config, log=logged.append)  # nothing changed: b and c are skipped
+    assert ran == [("a", False)]
+    assert any("pipeline: b already done" in line for line in logged)
+    ran.clear()
+    a_writes["text"] = "second"  # b's input changes; c's will not, but c comes after b
+    run_pipeline(config, log=logged.append)
+    assert ran == [("a", False), ("b", True), ("c", True)]
+    assert any("the inputs of b changed" in line for line in logged)
+
+
+@pytest.mark.ray
+def test_a_real_run_in_which_nothing_succeeded_exits_1_and_stops_there(ray_session, tmp_path,
+                                                                       capsys):
+    from jobs.pipeline import main
+
+    part = tmp_path / "data" / "dfdc_train_part_0"
+    part.mkdir(parents=True)
+    (part / "empty.mp4").write_bytes(b"")
+    (part / "noise.mp4").write_bytes(bytes(range(256)) * 64)
+    (part / "metadata.json").write_text(json.dumps(
+        {"empty.mp4": {"label": "REAL"}, "noise.mp4": {"label": "REAL"}}))
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--data", str(tmp_path / "data")]) == 1
+    printed = capsys.readouterr().out
+    assert "encode: 2 videos, 0 with faces" in printed
+    assert "pipeline: stopped after encode, which did nothing" in printed
+    assert "pipeline: cluster" not in printed and not (out / "cluster.json").exists()
+    kinds = {row["video_id"]: row["kind"] for row in pq.read_table(out / "errors").to_pylist()}
+    assert kinds == {"empty.mp4": "empty", "noise.mp4": "not_video"}
+
+
+@pytest.mark.ray
+def test_with_nobody_held_out_every_video_is_scored_and_the_board_says_train(
+        ffpp_crops, tiny_model, shared_data, tmp_path):
+    import shutil
+
+    from deepfake_lib.pipeline import stage_configs
+    from deepfake_lib.stages.score import run_score
+
+    config, _ = ffpp_crops
+    out = tmp_path / "run"
+    for part in (Path(config.out) / "crops").glob("*.parquet"):  # every person trained on
+        table = pq.read_table(part)
+        at = table.schema.get_field_index("split")
+        (out / "crops").mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.set_column(at, "split", pa.array(["train"] * table.num_rows)),
+                       out / "crops" / part.name)
+    shutil.copytree(tiny_model, out / "model")
+    data = (str(shared_data / "videos" / "ffpp"),)
+    score = stage_configs(PipelineConfig(out=str(out), data=data), data)["score"](
+        RunDir(str(out)), False)
+    assert score.videos == () and score.data_name == "train"
+    run_score(dataclasses.replace(score, frames=8))
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert board["data"] == "train" and board["count"] == 6  # every labelled video
+    assert "TRAINING videos" in board_line(board)
