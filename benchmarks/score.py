@@ -149,11 +149,13 @@ def throughput(model_dir: str) -> None:
 
 def child(data: str, out: str, model_dir: str, actors: str) -> None:
     from deepfake_lib.execution.connect import init_ray
+    from deepfake_lib.execution.resources import Resources
     from deepfake_lib.stages.score import run_score
 
     init_ray(num_cpus=int(actors))
     start = time.monotonic()
-    summary = run_score(ScoreConfig(data=(data,), out=out, model=model_dir, actors=int(actors),
+    summary = run_score(ScoreConfig(data=(data,), out=out, model=model_dir,
+                                    actors=Resources("actor", count=int(actors), cpus=None),
                                     progress_every_s=600))
     print(json.dumps({"videos": summary.videos, "seconds": time.monotonic() - start}))
 

@@ -164,8 +164,8 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
                 log(f"pipeline: {name} already done ({run.uri(name + '.json')}), skipped")
                 continue
             if earlier.get("inputs") != inputs:
-                log(f"pipeline: the inputs of {name} changed: it is redone, and the stages "
-                    "after it")
+                log(f"pipeline: the inputs of {name} changed ({', '.join(stage.reads)}): it is "
+                    "redone, and the stages after it")
                 redo = True
                 stage_config = makers[name](run, redo)
         start = time.monotonic()

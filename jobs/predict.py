@@ -4,7 +4,7 @@
     python jobs/predict.py PATH [PATH ...] [--model MODEL_DIR] [--out DIR] [--budget-s 8]
 
 Without --model, the reference detector shipped with the package scores (see
-deepfake_lib/detector/MODEL_CARD.md).
+deepfake_lib/models/reference/MODEL_CARD.md).
 
 Prints one line per video (probability, status, seconds); writes DIR/predictions.csv and a
 picture per video (DIR/<file name>.png: classified frames, each face's box and the

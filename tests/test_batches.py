@@ -76,3 +76,22 @@ def test_results_of_other_inputs_are_refused_until_overwrite(tmp_path):
     assert len(run.list("results", ".parquet")) == len(first)  # nothing was deleted
     assert batches.done_batches(run, "stage", "results", other, True, ("results",)) == set()
     assert run.list("results", ".parquet") == []
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_pending_is_what_done_batches_leaves_to_do(overwrite, tmp_path):
+    """Read before the tidying (the score stage sizes its pool on it): the batches that
+    done_batches then leaves to do, with grown data superseding a batch, with overwrite too."""
+    run = RunDir(str(tmp_path / "run"))
+    videos = [f"{i:04d}.mp4" for i in range(0, 60, 2)]
+    first = _plan({"part_0": videos}, size=4)
+    batches.done_batches(run, "stage", "results", first, False, ("results",))
+    _finish(run, first[:-2])  # all but the last two batches finished
+    grown = _plan({"part_0": videos + ["0001.mp4"]}, size=4)
+    pending = {name for name, _ in batches.pending(run, "results", grown, overwrite)}
+    done = batches.done_batches(run, "stage", "results", grown, overwrite, ("results",))
+    assert pending == {name for name, _ in grown} - done
+    if overwrite:
+        assert pending == {name for name, _ in grown}
+    else:
+        assert 2 <= len(pending) < len(grown)

@@ -98,6 +98,10 @@ def test_the_configs_refuse_what_the_flags_refuse():
         Resources("task", count=0)
     with pytest.raises(ValueError, match="--cpus-per-actor 0: must be > 0"):
         Resources("actor", cpus=0)
+    with pytest.raises(ValueError, match="--memory-gb-per-task 0: must be > 0"):
+        Resources("task", memory_gb=0)
+    with pytest.raises(ValueError, match="actors 2: must be a Resources"):
+        ScoreConfig(data=(), out="run", actors=2)
     with pytest.raises(ValueError, match="retries -1: must be >= 0"):  # no flag: named as a field
         EncodeConfig(data=(), out="run", retries=-1)
     with pytest.raises(ValueError, match="--eps 0: must be > 0"):  # 0 was taken as "the knee"

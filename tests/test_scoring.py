@@ -88,6 +88,10 @@ def test_every_shared_video_is_scored_once_and_the_leaderboard_is_right(tiny_mod
         run_score(ScoreConfig(data=(str(shared_data / "videos"),), out=str(out),
                               model=str(tiny_model), frames=16))
     assert (out / "submission.csv").read_bytes() == before
+    # --overwrite on the finished scores redoes every video, with a pool sized for them all
+    redone = run_score(ScoreConfig(data=(str(shared_data / "videos"),), out=str(out),
+                                   model=str(other), frames=8, overwrite=True))
+    assert redone.videos == 11 and redone.actors >= 1 and redone.succeeded
 
 
 @pytest.mark.ray

@@ -121,9 +121,14 @@ def _flag_name(field: dataclasses.Field) -> str:
 
 def validate(config: Any) -> None:
     """Raise ValueError naming the first field of ``config`` (a dataclass) whose value its
-    rule refuses, the value and what is allowed."""
+    rule refuses, the value and what is allowed, or that holds something else than the
+    nested config (e.g. :class:`~deepfake_lib.execution.resources.Resources`) it defaults
+    to."""
     for field in dataclasses.fields(config):
         rule, value = field.metadata.get(RULE), getattr(config, field.name)
+        kind = type(field.default)
+        if dataclasses.is_dataclass(field.default) and not isinstance(value, kind):
+            raise ValueError(f"{field.name} {value!r}: must be a {kind.__name__}")
         if rule is None or rule.allows(value):
             continue
         if isinstance(rule, Location) and rule.many and isinstance(value, tuple):

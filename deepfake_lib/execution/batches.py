@@ -162,11 +162,12 @@ def failure_rows(video_ids: list[str], stage: str, exc: Exception) -> list[dict]
             for v in video_ids]
 
 
-def pending(run: RunDir, marker: str, planned: list[tuple[str, pa.Table]]
+def pending(run: RunDir, marker: str, planned: list[tuple[str, pa.Table]], overwrite: bool
             ) -> list[tuple[str, pa.Table]]:
-    """The planned batches whose file in ``marker`` is not written yet: what
-    :func:`done_batches` will leave to do (read only; it tidies nothing)."""
-    done = {n.removesuffix(".parquet") for n in run.list(marker, ".parquet")}
+    """What :func:`done_batches` will leave to do, without tidying anything: every planned
+    batch with ``overwrite``, else those whose file in ``marker`` is not written yet."""
+    done = set() if overwrite else {n.removesuffix(".parquet")
+                                    for n in run.list(marker, ".parquet")}
     return [(name, rows) for name, rows in planned if name not in done]
 
 

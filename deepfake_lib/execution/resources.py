@@ -39,8 +39,8 @@ class Resources:
             validate(self)
         except ValueError as exc:  # name the job's flag, not the field
             name, _, rest = str(exc).partition(" ")
-            raise ValueError(f"{UNIT_FLAGS[self.unit].get(name.lstrip('-'), name)} {rest}") \
-                from None
+            field = name.lstrip("-").replace("-", "_")
+            raise ValueError(f"{UNIT_FLAGS[self.unit].get(field, name)} {rest}") from None
 
     def ray_options(self) -> dict:
         """The options Ray's ``.options()`` takes for one unit."""

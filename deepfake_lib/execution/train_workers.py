@@ -127,8 +127,10 @@ def _relay_lines(relay, stop: threading.Event) -> None:
     while True:
         finished = stop.wait(1.0)
         try:
-            lines = ray.get(relay.take.remote())
-        except ray.exceptions.RayError:
+            lines = ray.get(relay.take.remote(), timeout=10)
+        except ray.exceptions.GetTimeoutError:  # a busy moment: the lines wait in the relay
+            continue
+        except ray.exceptions.RayError:  # the relay or Ray going away: nothing more to print
             return
         for line in lines:
             print(line, file=sys.stderr, flush=True)

@@ -31,8 +31,7 @@ class Stage:
     its ``run`` function, what it ``writes`` in the run directory (``(path, what it holds)``;
     a folder ends with ``/``), what it ``reads`` there (other stages' outputs) and
     ``inputs(run, config)``: a digest of those, to tell a finished stage whose inputs changed
-    (None for a batch stage: it skips its finished batches itself and redoes the rest).
-    ``uses_ray``: False for a stage that runs in the job's own process."""
+    (None for a batch stage: it skips its finished batches itself and redoes the rest)."""
 
     name: str
     config: type
@@ -40,7 +39,6 @@ class Stage:
     writes: tuple[tuple[str, str], ...]
     reads: tuple[str, ...] = ()
     inputs: Callable[[RunDir, Any], str] | None = None
-    uses_ray: bool = True
 
     @property
     def module(self) -> str:
@@ -62,7 +60,7 @@ STAGES: tuple[Stage, ...] = (
         ("clusters.parquet", "each face's person (identity cluster) and 2-D coordinates"),
         ("subset.parquet", "the smaller identity-balanced data set")),
         reads=("encodings/", "manifest.parquet"),
-        inputs=lambda run, config: records.folder_digest(run, "encodings"), uses_ray=False),
+        inputs=lambda run, config: records.folder_digest(run, "encodings")),
     Stage("prepare", PrepareConfig, run_prepare, writes=(
         ("crops/", "face crops with their masks of altered pixels, labels, split"),
         ("prepare_errors/", "videos and pairs the prepare stage could not use, and why")),

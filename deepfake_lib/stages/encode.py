@@ -280,13 +280,13 @@ def run_encode(config: EncodeConfig, faults: Faults = NO_FAULTS) -> EncodeSummar
     run = RunDir(config.out)
     check_stage(run, "encode", config, locations=config.data)
     manifest = build_manifest(list(config.data), exclude=[config.out])
+    if manifest.problems.num_rows:  # written even when no video is left to encode
+        run.write_parquet("manifest_problems.parquet", manifest.problems)
     planned = plan_batches(manifest.table, config)
     if not planned:
         raise ValueError(f"no video to encode under {', '.join(config.data)} "
                          f"({manifest.summary()})")
     done = record_start(run, "encode", config, batches=BatchPlan(planned, "encodings", FOLDERS))
-    if manifest.problems.num_rows:
-        run.write_parquet("manifest_problems.parquet", manifest.problems)
     todo = [(name, rows) for name, rows in planned if name not in done]
     batches.run_batches(encode_batch, todo, (run, config, faults), config.tasks, config.retries,
                         "encode", lambda name, rows, exc: _record_failed_batch(run, name, rows,

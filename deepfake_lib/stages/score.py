@@ -309,7 +309,7 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     planned = batches.plan(manifest, config.batch_size, group="part", content=("label",))
     check_stage(run, "score", config, inputs=inputs,
                 locations=[*config.data, *([model_dir] if model_dir != REFERENCE else [])])
-    videos = sum(rows.num_rows for _, rows in pending(run, "scores", planned))
+    videos = sum(rows.num_rows for _, rows in pending(run, "scores", planned, config.overwrite))
     actors = sized(config.actors, videos) if videos else None
     if actors is not None:
         check_resources("score actors (--actors, --cpus-per-actor, --gpus-per-actor)", actors)
