@@ -181,6 +181,8 @@ def run_batches(task: Callable[..., dict], batches: list[tuple[str, pa.Table]], 
     line; ``counts["units"]`` is how many rows it handled."""
     import ray  # noqa: PLC0415
 
+    if not batches:  # nothing to do: no progress line either
+        return
     remote = ray.remote(task).options(**tasks.ray_options(), max_retries=retries,
                                       retry_exceptions=True)
     max_in_flight = tasks.count or 2 * cluster_cpus()
