@@ -15,14 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from deepfake_lib.core import records
 from deepfake_lib.core.storage import RunDir
-from deepfake_lib.models.detector import model_digest, model_location
-from deepfake_lib.stages.cluster import ClusterConfig, run_cluster
+from deepfake_lib.stages.cluster import ClusterConfig, cluster_inputs, run_cluster
 from deepfake_lib.stages.encode import EncodeConfig, run_encode
 from deepfake_lib.stages.prepare import PrepareConfig, run_prepare
-from deepfake_lib.stages.score import ScoreConfig, run_score
-from deepfake_lib.stages.train import TrainConfig, run_train
+from deepfake_lib.stages.score import ScoreConfig, run_score, score_inputs
+from deepfake_lib.stages.train import TrainConfig, run_train, train_inputs
 
 
 @dataclass(frozen=True)
@@ -45,10 +43,6 @@ class Stage:
         return self.run.__module__
 
 
-def _score_inputs(run: RunDir, config: ScoreConfig) -> str:
-    return model_digest(model_location(config.model or run.uri("model")))
-
-
 STAGES: tuple[Stage, ...] = (
     Stage("encode", EncodeConfig, run_encode, writes=(
         ("manifest.parquet", "every video found, its label and properties"),
@@ -60,7 +54,7 @@ STAGES: tuple[Stage, ...] = (
         ("clusters.parquet", "each face's person (identity cluster) and 2-D coordinates"),
         ("subset.parquet", "the smaller identity-balanced data set")),
         reads=("encodings/", "manifest.parquet"),
-        inputs=lambda run, config: records.folder_digest(run, "encodings")),
+        inputs=cluster_inputs),
     Stage("prepare", PrepareConfig, run_prepare, writes=(
         ("crops/", "face crops with their masks of altered pixels, labels, split"),
         ("prepare_errors/", "videos and pairs the prepare stage could not use, and why")),
@@ -68,12 +62,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("train", TrainConfig, run_train, writes=(
         ("model/", "the trained detector: model.pt, config.json, metrics.json"),
         ("train_runs/", "Ray Train's checkpoints, for resuming")),
-        reads=("crops/",), inputs=lambda run, config: records.folder_digest(run, "crops")),
+        reads=("crops/",), inputs=train_inputs),
     Stage("score", ScoreConfig, run_score, writes=(
         ("scores/", "per video: probability, status, seconds"),
         ("submission.csv", "filename,label: Kaggle's submission"),
         ("leaderboard.json", "log loss, AUC, AP, accuracy, times on the labelled videos")),
-        reads=("model/",), inputs=_score_inputs),
+        reads=("model/",), inputs=score_inputs),
 )
 
 

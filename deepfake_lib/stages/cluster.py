@@ -214,6 +214,11 @@ def write_figures(run: RunDir, config: ClusterConfig, result: Clustering,
     return written
 
 
+def cluster_inputs(run: RunDir, config: ClusterConfig) -> str:
+    """A digest of what the stage reads from the run: the encode stage's batch files."""
+    return records.folder_digest(run, "encodings")
+
+
 def run_cluster(config: ClusterConfig) -> ClusterSummary:
     """Run the cluster stage on ``config.out``. Raises ValueError when there is nothing to
     cluster (no encodings, or fewer faces than :data:`cluster_methods.MIN_FACES`), or when
@@ -222,7 +227,7 @@ def run_cluster(config: ClusterConfig) -> ClusterSummary:
     start = time.monotonic()
     run = RunDir(config.out)
     check_stage(run, "cluster", config, use_ray=False)
-    inputs = records.folder_digest(run, "encodings")
+    inputs = cluster_inputs(run, config)
     meta, encodings = load_encodings(run)
     record_start(run, "cluster", config, inputs=inputs)
     result = cluster_encodings(encodings, config.params)

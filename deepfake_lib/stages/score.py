@@ -46,7 +46,7 @@ from deepfake_lib.execution.steps import (
 )
 from deepfake_lib.media import faces, video
 from deepfake_lib.media.tracks import detect_frames, track_faces
-from deepfake_lib.models.detector import model_digest
+from deepfake_lib.models.detector import model_digest, model_location
 from deepfake_lib.models.leaderboard import (
     leaderboard,
     roc_calibration_png,
@@ -281,10 +281,16 @@ def _label(value: str | None) -> int | None:
     return {"FAKE": 1, "REAL": 0}.get(value or "")
 
 
+def score_inputs(run: RunDir, config: ScoreConfig) -> str:
+    """A digest of what the stage reads: the model (``RUN/model`` unless another is given);
+    scores of another model are other scores."""
+    return model_digest(model_location(config.model or run.uri("model")))
+
+
 def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     """Score every video under ``config.data``; write scores, submission and leaderboard.
     ``faults`` is for tests (:mod:`deepfake_lib.core.faults`)."""
-    from deepfake_lib.models.detector import REFERENCE, load_model, model_location  # noqa: PLC0415
+    from deepfake_lib.models.detector import REFERENCE, load_model  # noqa: PLC0415
 
     start = time.monotonic()
     if config.aggregation not in AGGREGATIONS:
@@ -294,7 +300,7 @@ def run_score(config: ScoreConfig, faults: Faults = NO_FAULTS) -> ScoreSummary:
     model_dir = model_location(config.model or run.uri("model"))
     # checked here, once: in the actors a model that cannot load only kills them, over and over
     load_model(model_dir, device="cpu")
-    inputs = model_digest(model_dir)
+    inputs = score_inputs(run, config)
     manifest = build_manifest(list(config.data), exclude=[config.out]).table
     if config.videos:
         missing = set(config.videos) - set(manifest.column("video_id").to_pylist())

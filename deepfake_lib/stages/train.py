@@ -279,6 +279,11 @@ def check_config(config: TrainConfig) -> ModelConfig:
     return config.model
 
 
+def train_inputs(run: RunDir, config: TrainConfig) -> str:
+    """A digest of what the stage reads from the run: the prepare stage's crop files."""
+    return records.folder_digest(run, "crops")
+
+
 def run_train(config: TrainConfig, faults: Faults = NO_FAULTS) -> TrainSummary:
     """Train on the Ray cluster and write ``RUN/model/``. A rerun with the same model resumes
     from the latest checkpoint in ``RUN/train_runs``. Raises ValueError (or
@@ -294,7 +299,7 @@ def run_train(config: TrainConfig, faults: Faults = NO_FAULTS) -> TrainSummary:
                      init_model=(RunDir(fine_tuned[0]).location if fine_tuned
                                  else config.init_model))
     # a rerun resumes from RUN/train_runs: only a training of the same model on the same crops
-    inputs = records.folder_digest(run, "crops")
+    inputs = train_inputs(run, config)
     check_stage(run, "train", config, inputs=inputs, locations=[*config.val_data, *fine_tuned],
                 resources=[("train workers (--workers, --cpus-per-worker, --use-gpu)",
                             config.workers)])
