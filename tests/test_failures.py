@@ -112,16 +112,19 @@ def _attempts(name: str, address: str) -> list[dict]:
 
 
 def _holding(address: str, nodes, name: str, marker: Path):
-    """The node on which a task called ``name`` is held: once the held video's marker exists
-    (:meth:`Faults.maybe_slow`), the node the state API shows it running on, else None. The
-    task sleeps there until its node is removed, so nothing races the state API's lag."""
+    """The node on which the held task called ``name`` runs: once the held video's marker
+    names the worker process (:meth:`Faults.maybe_slow`), the node the state API shows that
+    process running the task on, else None. The task sleeps there until its node is removed,
+    so nothing races the state API's lag."""
     from ray.util.state import list_tasks
 
-    if not marker.exists():
+    pid = marker.read_text() if marker.exists() else ""
+    if not pid:
         return None
     try:
         running = {t.node_id for t in list_tasks(
-            address=address, detail=True, filters=[("name", "=", name), ("state", "=", "RUNNING")],
+            address=address, detail=True,
+            filters=[("name", "=", name), ("state", "=", "RUNNING"), ("worker_pid", "=", pid)],
             raise_on_missing_output=False)}
     except Exception:  # noqa: BLE001 - the state API not answering yet: ask again
         return None
@@ -209,12 +212,13 @@ def _score_losing_a_node(data: str, out: str, model: str) -> dict:
 
     cluster, nodes = _cluster()
     marker = Path(out).parent / "held"
-    # a budget longer than the state API takes to show the held call
+    # a budget far longer than the state API takes to show the held call (a loaded machine
+    # has taken minutes), shorter than the hold
     summary, result = _losing_a_node(
         cluster, nodes, lambda: _holding(cluster.address, nodes, "VideoScorer.score", marker),
         lambda: run_score(ScoreConfig(data=(data,), out=out, model=model, frames=8,
                                       batch_size=2, actors=Resources("actor", count=2),
-                                      budget_s=120.0, shared_fs=True),
+                                      budget_s=280.0, shared_fs=True),
                           _holding_one(data, marker)),
         "VideoScorer.score")
     return {**result, "videos": summary.videos, "statuses": summary.statuses}
@@ -283,11 +287,10 @@ def test_node_lost_during_score(sample_dir, tiny_model, tmp_path):
     # the node went mid-stage while its actor was scoring the held video
     died = _assert_a_task_died_with_the_node(result)
     assert len(died) == 1 and died[0]["actor_id"]
-    # that video was scored again by another actor: 16 answers in all
-    assert sum(t["state"] == "FINISHED" for t in result["tasks"]) == 16
+    # that video was scored again by another actor: 16 answers in all, none a fallback
+    assert result["videos"] == 16 and result["statuses"] == {"ok": 16}, result
     names = [line.split(",")[0] for line in (out / "submission.csv").read_text().splitlines()[1:]]
     _exactly_once(names, {p.name for p in (sample_dir / "sample_part_0").glob("*.mp4")})
-    assert result["videos"] == 16 and result["statuses"] == {"ok": 16}
 
 
 def test_killed_driver_then_rerun_equals_an_uninterrupted_run(sample_dir, tmp_path):

@@ -35,14 +35,15 @@ class Faults:
     def maybe_slow(self, video_id: str) -> None:
         """Sleep ``slow_seconds`` (ignoring every budget) when ``video_id`` is a slow video.
         With ``slow_once_marker``, only the first process to get here sleeps (the marker file,
-        created just before, says it happened): a test holds one task where it runs, and
-        its retry goes through."""
+        written just before with the process's id, says it happened and where): a test holds
+        one task where it runs, and its retry goes through."""
         if video_id not in self.slow_videos:
             return
         if self.slow_once_marker:
             if os.path.exists(self.slow_once_marker):
                 return
-            open(self.slow_once_marker, "w").close()
+            with open(self.slow_once_marker, "w") as marker:
+                marker.write(str(os.getpid()))
         time.sleep(self.slow_seconds)
 
 
