@@ -1,5 +1,6 @@
 import json
 import shutil
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -20,6 +21,7 @@ from deepfake_lib.stages.score import ScoreConfig, score_video
     ({"mean": [0.5, 0.5]}, "'mean' is [0.5, 0.5]"),
     ({"decoder_channels": [8, 8]}, "'decoder_channels' is [8, 8]"),
     ({"temprature": 2.0}, "unknown field 'temprature'"),
+    ({"flip_average": "yes"}, "'flip_average' is \"yes\""),
 ])
 def test_every_field_of_config_json_is_checked_at_load(tmp_path, change, field):
     model = tmp_path / "model"
@@ -34,6 +36,34 @@ def test_every_field_of_config_json_is_checked_at_load(tmp_path, change, field):
 def test_a_config_round_trips():
     config = ModelConfig(image_size=160, crop_margin=0.0, temperature=1.7)
     assert ModelConfig.from_json(config.to_json()) == config
+
+
+def test_flip_average_is_the_mean_of_a_crop_and_its_mirror_image(shared_data):
+    crops = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+             for p in sorted((shared_data / "crops" / "dfdc_dev" / "fake").iterdir())[:4]]
+    mirrors = [np.ascontiguousarray(c[:, ::-1]) for c in crops]
+    averaged = load_model("reference", device="cpu")
+    assert averaged.config.flip_average  # the shipped detector was calibrated with it
+    single = load_model("reference", device="cpu")
+    single.config = replace(single.config, flip_average=False)
+    expected = (single.logits(crops) + single.logits(mirrors)) / 2
+    assert np.allclose(averaged.logits(crops), expected, atol=1e-4)
+    assert not np.allclose(single.logits(crops), expected, atol=1e-3)
+    # the pictures' probabilities are the same numbers, and their masks face the crop
+    probs, masks = averaged.predict_with_masks(crops)
+    assert np.allclose(probs, averaged.predict(crops), atol=1e-4)
+    _, mirrored_masks = averaged.predict_with_masks(mirrors)
+    assert np.allclose(masks, mirrored_masks[:, :, ::-1], atol=1e-4)
+
+
+def test_a_model_saved_before_flip_average_keeps_its_calibration(tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(reference_dir(), model)
+    config = json.loads((model / "config.json").read_text())
+    del config["flip_average"]
+    (model / "config.json").write_text(json.dumps(config))
+    assert load_model(str(model), device="cpu").config.flip_average is False
+    assert ModelConfig().flip_average  # new models validate and score with it
 
 
 def _video(path, size: int, frames: int = 12) -> str:

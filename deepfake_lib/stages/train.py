@@ -36,7 +36,7 @@ from deepfake_lib.execution import train_workers
 from deepfake_lib.execution.resources import Resources
 from deepfake_lib.execution.steps import check_stage, record_finish, record_start
 from deepfake_lib.models import metrics
-from deepfake_lib.models.detector import ModelConfig, build_model, to_batch
+from deepfake_lib.models.detector import ModelConfig, build_model, label_logits, to_batch
 
 
 @dataclass(frozen=True)
@@ -102,9 +102,7 @@ def evaluate(model, sets: list[ValidationSet], config: ModelConfig, device) -> d
         for s in sets:
             for start in range(0, len(s.images), 64):
                 x = to_batch(s.images[start:start + 64], config).to(device)
-                features = model.encoder(x)
-                logits.append(model.classification_head(features[-1]).float().squeeze(1)
-                              .cpu().numpy())
+                logits.append(label_logits(model, x, config.flip_average).cpu().numpy())
     model.train()
     z = np.concatenate(logits)
     y = np.concatenate([s.labels for s in sets])
