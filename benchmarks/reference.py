@@ -3,7 +3,8 @@
 
     .venv/bin/python benchmarks/reference.py --out runs/reference [--epochs 4] [--ship]
     .venv/bin/python benchmarks/reference.py --out runs/reference2 --init-model \
-        runs/reference/model [--lr 1.5e-4] [--epochs 2] [--blend-share 0] [--ship]
+        runs/reference/model [--lr 1.5e-4] [--epochs 2] [--blend-share 0] [--flip-average] \
+        [--ship]
 
 1. prepare: the 20,000 labelled DFDC faces of ``crops/dfdc_faces`` as training crops, split by
    person (their faces encoded and clustered by the pipeline's own code; a fake goes where
@@ -55,6 +56,55 @@ def rounds(run: RunDir) -> list[RunDir]:
     return chain
 
 
+def turn_on_flip_average(run: RunDir) -> None:
+    """For a model of ``run`` validated on single crops: turn ``flip_average`` on in its
+    ``config.json`` and refit the temperature on the validation sets of its training (the
+    val split and ``dfdc_dev``), as training's validation does; ``model/flip_refit.json``
+    keeps the figures before and after."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from deepfake_lib.data import training_data  # noqa: PLC0415
+    from deepfake_lib.models.detector import load_model  # noqa: PLC0415
+    from deepfake_lib.stages.train import evaluate  # noqa: PLC0415
+
+    model = load_model(run.uri("model"), device="cpu")
+    config = model.config
+    sets = training_data.validation_sets(run, training_data.crop_index(run),
+                                         (str(SHARED / "crops" / "dfdc_dev"),),
+                                         config.crop_margin, config.image_size)
+    figures = {flip: evaluate(model.model.float(), sets, replace(config, flip_average=flip),
+                              "cpu") for flip in (False, True)}
+    keys = ("val_split_auc", "val_split_logloss", "val_dfdc_dev_auc", "val_dfdc_dev_logloss",
+            "val_temperature")
+    run.write_json("model/flip_refit.json", {
+        "single": {k: figures[False][k] for k in keys},
+        "flip_average": {k: figures[True][k] for k in keys}})
+    run.write_bytes("model/config.json", replace(
+        config, flip_average=True, temperature=figures[True]["val_temperature"]).to_json().encode())
+    print(f"reference: flip average on; validation people AUC {figures[False]['val_split_auc']:.3f}"
+          f" -> {figures[True]['val_split_auc']:.3f}", flush=True)
+
+
+def flip_text(run: RunDir) -> str:
+    """The model card's sentence on ``flip_average``."""
+    if not ModelConfig.from_json(run.read_bytes("model/config.json")).flip_average:
+        return "Each crop is scored once, unmirrored (`flip_average` false)."
+    text = ("A crop's logit is the mean of its own and its mirror image's (`flip_average`), in "
+            "validation as in scoring.")
+    if run.exists("model/flip_refit.json"):
+        refit = run.read_json("model/flip_refit.json")
+        before, after = refit["single"], refit["flip_average"]
+        text = ("A crop's logit is the mean of its own and its mirror image's (`flip_average`). "
+                "This model's epoch was chosen on single crops; the flip average was then "
+                "measured on the same validation crops (held-out people AUC "
+                f"{before['val_split_auc']:.3f} -> {after['val_split_auc']:.3f}, calibrated log "
+                f"loss {before['val_split_logloss']:.3f} -> {after['val_split_logloss']:.3f}; "
+                f"`dfdc_dev` {before['val_dfdc_dev_auc']:.3f} -> "
+                f"{after['val_dfdc_dev_auc']:.3f}) and its temperature refitted there "
+                f"({before['val_temperature']:.3f} -> {after['val_temperature']:.3f}).")
+    return text
+
+
 def ship(run: RunDir, image_size: int) -> None:
     """Write the trained model of ``run`` into the package with its model card."""
     chain = rounds(run)
@@ -82,8 +132,9 @@ def ship(run: RunDir, image_size: int) -> None:
                  f"| {m.get('val_split_auc', 0):.3f} | {m.get('val_split_logloss', 0):.3f} "
                  f"| {m.get('val_dfdc_dev_auc', 0):.3f} | {m.get('val_temperature', 1):.2f} "
                  f"| {m['seconds'] / 60:.0f} |" for m in metrics]
-    commands[-1] += " --ship"
+    commands[-1] += (" --flip-average" if run.exists("model/flip_refit.json") else "") + " --ship"
     card = CARD_TEMPLATE.read_text().format(
+        flip=flip_text(run),
         prepared=json.dumps(prepared["labelled"], indent=2), hours=f"{seconds / 3600:.1f}",
         best_epoch=records.read(run, "train")["summary"]["best_epoch"], image_size=image_size,
         rounds="\n".join(f"  - {line}." for line in recipe), commands="\n".join(commands),
@@ -107,6 +158,9 @@ def main() -> None:
     p.add_argument("--init-model", default=None,
                    help="a further round: fine-tune the model of an earlier run (RUN/model), "
                         "with a warm-up and cosine decay of its own")
+    p.add_argument("--flip-average", action="store_true",
+                   help="for a model validated on single crops: turn flip_average on and "
+                        "refit its temperature on the validation sets (before --ship)")
     p.add_argument("--ship", action="store_true",
                    help=f"write the trained model into {reference_dir()} (training first "
                         "unless RUN holds a finished one)")
@@ -124,6 +178,9 @@ def main() -> None:
             workers=Resources("worker", count=1, cpus=cluster_cpus()), epochs=a.epochs, lr=a.lr,
             val_data=(str(SHARED / "crops" / "dfdc_dev"),)))
         print(trained.text(), flush=True)
+    if a.flip_average and not ModelConfig.from_json(
+            run.read_bytes("model/config.json")).flip_average:
+        turn_on_flip_average(run)
     if a.ship:
         ship(run, a.image_size)
     hours = sum(records.read(r, s)["summary"]["seconds"]

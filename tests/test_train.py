@@ -144,7 +144,7 @@ def test_bad_flags_fail_before_any_worker_starts(ffpp_crops, tmp_path, capsys):
         pq.write_table(table.filter(pc.equal(table.column("label"), 0)), reals / part.name)
     assert main(["--out", str(reals.parent), "--encoder", "resnet18", "--encoder-weights", "none",
                  "--blend-share", "0"]) == 1
-    assert "no fake in the train split" in capsys.readouterr().err
+    assert "0 fakes in the train split" in capsys.readouterr().err
     assert not (out / "train_runs").exists()
 
 

@@ -109,7 +109,8 @@ def epoch_windows(fakes: np.ndarray, blocks: np.ndarray, epoch: int, seed: int, 
     for positions in windows:
         reals = positions[~fakes[positions]]
         pairs = positions[fakes[positions]]
-        blended = reals[rng.random(len(reals)) < blend_share]
+        # drawn only below 1: the default plan is the one of before blend_share existed
+        blended = reals if blend_share >= 1 else reals[rng.random(len(reals)) < blend_share]
         groups = [[(r, REAL), (r, BLEND)] for r in blended]
         partners = reals if len(reals) else all_reals
         if len(partners):

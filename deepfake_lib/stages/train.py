@@ -272,9 +272,13 @@ def check_config(config: TrainConfig) -> ModelConfig:
     train = training_data.split_rows(index, "train")
     if not len(train):
         raise ValueError("no crop in the train split")
-    if config.blend_share == 0 and not (index.column("label").to_numpy()[train] == 1).any():
-        raise ValueError("blend_share 0 with no fake in the train split: nothing to learn "
-                         "from; raise --blend-share or add labelled fakes")
+    fakes = int((index.column("label").to_numpy()[train] == 1).sum())
+    items = 2 * (fakes + config.blend_share * (len(train) - fakes))  # expected, per epoch
+    if items < (config.workers.count or 1):
+        raise ValueError(
+            f"about {items:.0f} training items an epoch ({fakes} fakes in the train split, "
+            f"--blend-share {config.blend_share:g}): fewer than one per worker; raise "
+            "--blend-share or add crops")
     for folder in config.val_data:
         training_data.labelled_folder(folder, 8)
     if config.init_model:
