@@ -89,20 +89,17 @@ def flip_text(run: RunDir) -> str:
     """The model card's sentence on ``flip_average``."""
     if not ModelConfig.from_json(run.read_bytes("model/config.json")).flip_average:
         return "Each crop is scored once, unmirrored (`flip_average` false)."
-    text = ("A crop's logit is the mean of its own and its mirror image's (`flip_average`), in "
-            "validation as in scoring.")
-    if run.exists("model/flip_refit.json"):
-        refit = run.read_json("model/flip_refit.json")
-        before, after = refit["single"], refit["flip_average"]
-        text = ("A crop's logit is the mean of its own and its mirror image's (`flip_average`). "
-                "This model's epoch was chosen on single crops; the flip average was then "
-                "measured on the same validation crops (held-out people AUC "
-                f"{before['val_split_auc']:.3f} -> {after['val_split_auc']:.3f}, calibrated log "
-                f"loss {before['val_split_logloss']:.3f} -> {after['val_split_logloss']:.3f}; "
-                f"`dfdc_dev` {before['val_dfdc_dev_auc']:.3f} -> "
-                f"{after['val_dfdc_dev_auc']:.3f}) and its temperature refitted there "
-                f"({before['val_temperature']:.3f} -> {after['val_temperature']:.3f}).")
-    return text
+    text = "A crop's logit is the mean of its own and its mirror image's (`flip_average`)."
+    if not run.exists("model/flip_refit.json"):
+        return text + " It was validated so."
+    before, after = (run.read_json("model/flip_refit.json")[k] for k in ("single", "flip_average"))
+    return (text + " This model's epoch was chosen on single crops; the flip average was then "
+            "measured on the same validation crops (held-out people AUC "
+            f"{before['val_split_auc']:.3f} -> {after['val_split_auc']:.3f}, calibrated log "
+            f"loss {before['val_split_logloss']:.3f} -> {after['val_split_logloss']:.3f}; "
+            f"`dfdc_dev` {before['val_dfdc_dev_auc']:.3f} -> {after['val_dfdc_dev_auc']:.3f}) "
+            f"and its temperature refitted there ({before['val_temperature']:.3f} -> "
+            f"{after['val_temperature']:.3f}).")
 
 
 def ship(run: RunDir, image_size: int) -> None:
