@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -37,3 +38,33 @@ def test_a_job_on_a_damaged_record_says_so_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("cluster: ") and "cluster.json is damaged" in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def _written_by_an_earlier_version(run: RunDir, stage: str, *dropped: tuple[str, ...]) -> None:
+    """Rewrite ``RUN/<stage>.json`` as a version without the settings ``dropped`` would have."""
+    record = records.read(run, stage)
+    for path in dropped:
+        *parents, name = path
+        nested = record["settings"]
+        for parent in parents:
+            nested = nested[parent]
+        del nested[name]
+    run.write_json(f"{stage}.json", record)
+
+
+def test_a_setting_added_since_a_record_was_written_counts_as_its_default(tmp_path):
+    from deepfake_lib.models.detector import ModelConfig
+    from deepfake_lib.stages.train import TrainConfig
+
+    run = RunDir(str(tmp_path))
+    config = TrainConfig(out=str(tmp_path))
+    records.write(run, "train", config, "abc", summary=config)
+    _written_by_an_earlier_version(run, "train", ("blend_share",), ("model", "flip_average"))
+
+    records.check_settings(run, "train", config, overwrite=False, inputs="abc")
+    assert records.is_finished(run, "train", config, "abc")
+    for changed in (replace(config, blend_share=0.5),
+                    replace(config, model=ModelConfig(flip_average=False))):
+        assert not records.is_finished(run, "train", changed, "abc")
+        with pytest.raises(ValueError, match="other settings"):
+            records.check_settings(run, "train", changed, overwrite=False, inputs="abc")

@@ -8,7 +8,8 @@ A stage writes its record when it starts (``summary`` null) and again when it fi
 run-only ones of :data:`RUN_ONLY`: where the data and the run are, how many workers, ...);
 ``inputs`` is a digest of what the stage read from the run directory (another stage's
 output). A stage asked to add to a run directory made with other settings refuses, unless it
-overwrites; the pipeline skips a finished stage only when both still match.
+overwrites; the pipeline skips a finished stage only when both still match. A setting
+added to the code after a record was written counts as its default there.
 """
 
 from __future__ import annotations
@@ -79,6 +80,33 @@ def read(run: RunDir, stage: str) -> dict | None:
     return record
 
 
+def _default_settings(cls: type) -> dict:
+    """The settings a config class gives by default (its fields that have a default)."""
+    defaults = {}
+    for f in dataclasses.fields(cls):
+        if f.name in RUN_ONLY:
+            continue
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+    return json.loads(json.dumps(defaults, default=lambda o: dataclasses.asdict(o)))
+
+
+def _with_defaults(recorded: dict, defaults: dict) -> dict:
+    """``recorded`` settings with each one they lack at its default, in nested configs too."""
+    return {**defaults, **{
+        k: _with_defaults(v, defaults[k]) if isinstance(v, dict) and isinstance(
+            defaults.get(k), dict) else v for k, v in recorded.items()}}
+
+
+def _recorded_settings(record: dict, config: Any) -> dict:
+    """The settings ``record`` was made with, as ``config``'s class would write them: a
+    setting added to the code since then counts as its default, so a run directory made by
+    an earlier version is not redone or refused for a setting it never had."""
+    return _with_defaults(record.get("settings", {}), _default_settings(type(config)))
+
+
 def _differences(before: dict, now: dict) -> list[str]:
     return [f"{k}={before.get(k)!r} then, {now.get(k)!r} now"
             for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
@@ -91,7 +119,7 @@ def check_settings(run: RunDir, stage: str, config: Any, overwrite: bool,
     earlier = read(run, stage)
     if overwrite or earlier is None:
         return
-    changed = _differences(earlier.get("settings", {}), settings(config))
+    changed = _differences(_recorded_settings(earlier, config), settings(config))
     if inputs is not None and earlier.get("inputs") != inputs:
         changed.append("other inputs: another model, or another output of the stage before")
     if changed:
@@ -113,4 +141,5 @@ def is_finished(run: RunDir, stage: str, config: Any, inputs: str | None = None)
     """Whether the stage finished on ``RUN`` with these settings and inputs."""
     earlier = read(run, stage)
     return (earlier is not None and earlier.get("summary") is not None
-            and earlier.get("settings") == settings(config) and earlier.get("inputs") == inputs)
+            and _recorded_settings(earlier, config) == settings(config)
+            and earlier.get("inputs") == inputs)
