@@ -102,8 +102,9 @@ def flip_text(run: RunDir) -> str:
             f"{after['val_temperature']:.3f}).")
 
 
-def ship(run: RunDir, image_size: int) -> None:
+def ship(run: RunDir) -> None:
     """Write the trained model of ``run`` into the package with its model card."""
+    image_size = ModelConfig.from_json(run.read_bytes("model/config.json")).image_size
     chain = rounds(run)
     prepared = records.read(chain[0], "prepare")["summary"]
     seconds = sum(records.read(r, s)["summary"]["seconds"] for r in chain
@@ -147,7 +148,8 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--image-size", type=int, default=160, help="network input, px")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="network input, px (default 160; a fine-tune keeps its start model's)")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--blend-share", type=float, default=1.0,
                    help="share of real faces shown with a pseudo-fake each epoch (0: real "
@@ -162,6 +164,8 @@ def main() -> None:
                    help=f"write the trained model into {reference_dir()} (training first "
                         "unless RUN holds a finished one)")
     a = p.parse_args()
+    if a.init_model and a.image_size:
+        p.error("--image-size: a fine-tune keeps its start model's input size")
     run = RunDir(str(a.out))
     if not (run.exists("model/model.pt") and (records.read(run, "train") or {}).get("summary")):
         init_ray()
@@ -170,7 +174,8 @@ def main() -> None:
                                              out=str(a.out)))
         print(prepared.text(), flush=True)
         trained = run_train(TrainConfig(
-            out=str(a.out), model=ModelConfig(image_size=a.image_size, crop_margin=0.0),
+            out=str(a.out),
+            model=ModelConfig(image_size=a.image_size or ModelConfig.image_size, crop_margin=0.0),
             init_model=a.init_model, blend_share=a.blend_share,
             workers=Resources("worker", count=1, cpus=cluster_cpus()), epochs=a.epochs, lr=a.lr,
             val_data=(str(SHARED / "crops" / "dfdc_dev"),)))
@@ -179,7 +184,7 @@ def main() -> None:
             run.read_bytes("model/config.json")).flip_average:
         turn_on_flip_average(run)
     if a.ship:
-        ship(run, a.image_size)
+        ship(run)
     hours = sum(records.read(r, s)["summary"]["seconds"]
                 for r in rounds(run) for s in ("prepare", "train")) / 3600
     print(f"reference: model in {run.uri('model')}; prepare and train took {hours:.2f} h "
