@@ -52,19 +52,21 @@ def _written_by_an_earlier_version(run: RunDir, stage: str, *dropped: tuple[str,
     run.write_json(f"{stage}.json", record)
 
 
-def test_a_setting_added_since_a_record_was_written_counts_as_its_default(tmp_path):
+def test_a_setting_added_since_a_record_was_written_counts_as_what_earlier_versions_did(
+        tmp_path):
     from deepfake_lib.models.detector import ModelConfig
     from deepfake_lib.stages.train import TrainConfig
 
     run = RunDir(str(tmp_path))
-    config = TrainConfig(out=str(tmp_path))
-    records.write(run, "train", config, "abc", summary=config)
+    # before blend_share (its default is the earlier plan) and flip_average (earlier models
+    # scored single crops, so a record without it stands for False, not its default True)
+    earlier = TrainConfig(out=str(tmp_path), model=ModelConfig(flip_average=False))
+    records.write(run, "train", earlier, "abc", summary=earlier)
     _written_by_an_earlier_version(run, "train", ("blend_share",), ("model", "flip_average"))
 
-    records.check_settings(run, "train", config, overwrite=False, inputs="abc")
-    assert records.is_finished(run, "train", config, "abc")
-    for changed in (replace(config, blend_share=0.5),
-                    replace(config, model=ModelConfig(flip_average=False))):
+    records.check_settings(run, "train", earlier, overwrite=False, inputs="abc")
+    assert records.is_finished(run, "train", earlier, "abc")
+    for changed in (replace(earlier, blend_share=0.5), replace(earlier, model=ModelConfig())):
         assert not records.is_finished(run, "train", changed, "abc")
         with pytest.raises(ValueError, match="other settings"):
             records.check_settings(run, "train", changed, overwrite=False, inputs="abc")

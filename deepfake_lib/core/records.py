@@ -9,7 +9,8 @@ run-only ones of :data:`RUN_ONLY`: where the data and the run are, how many work
 ``inputs`` is a digest of what the stage read from the run directory (another stage's
 output). A stage asked to add to a run directory made with other settings refuses, unless it
 overwrites; the pipeline skips a finished stage only when both still match. A setting
-added to the code after a record was written counts as its default there.
+added to the code after a record was written counts there as what earlier versions did
+(its default, unless the field says otherwise); one removed from the code still differs.
 """
 
 from __future__ import annotations
@@ -80,17 +81,38 @@ def read(run: RunDir, stage: str) -> dict | None:
     return record
 
 
+UNRECORDED = "unrecorded"
+
+
+def unrecorded(value: Any) -> dict:
+    """Metadata for a config field added after records were first written, whose default is
+    not what earlier versions did: ``value`` is what a record without the field stands for."""
+    return {UNRECORDED: value}
+
+
+def _as_unrecorded(value: Any) -> Any:
+    """``value`` as JSON, each field of a config in it that has an :func:`unrecorded` value
+    at that value."""
+    if not dataclasses.is_dataclass(value):
+        return json.loads(json.dumps(value, default=lambda o: dataclasses.asdict(o)))
+    return {f.name: f.metadata[UNRECORDED] if UNRECORDED in f.metadata
+            else _as_unrecorded(getattr(value, f.name)) for f in dataclasses.fields(value)}
+
+
 def _default_settings(cls: type) -> dict:
-    """The settings a config class gives by default (its fields that have a default)."""
+    """What a record without a setting stands for, per setting of a config class: the value
+    :func:`unrecorded` gives, else the field's default (in a nested config too)."""
     defaults = {}
     for f in dataclasses.fields(cls):
         if f.name in RUN_ONLY:
             continue
-        if f.default is not dataclasses.MISSING:
-            defaults[f.name] = f.default
+        if UNRECORDED in f.metadata:
+            defaults[f.name] = f.metadata[UNRECORDED]
+        elif f.default is not dataclasses.MISSING:
+            defaults[f.name] = _as_unrecorded(f.default)
         elif f.default_factory is not dataclasses.MISSING:
-            defaults[f.name] = f.default_factory()
-    return json.loads(json.dumps(defaults, default=lambda o: dataclasses.asdict(o)))
+            defaults[f.name] = _as_unrecorded(f.default_factory())
+    return defaults
 
 
 def _with_defaults(recorded: dict, defaults: dict) -> dict:
@@ -102,8 +124,9 @@ def _with_defaults(recorded: dict, defaults: dict) -> dict:
 
 def _recorded_settings(record: dict, config: Any) -> dict:
     """The settings ``record`` was made with, as ``config``'s class would write them: a
-    setting added to the code since then counts as its default, so a run directory made by
-    an earlier version is not redone or refused for a setting it never had."""
+    setting added to the code since then counts as what earlier versions did (its default, or
+    its :func:`unrecorded` value), so a run directory made by an earlier version is not redone
+    or refused for a setting it never had."""
     return _with_defaults(record.get("settings", {}), _default_settings(type(config)))
 
 

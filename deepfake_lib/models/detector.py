@@ -45,8 +45,9 @@ class ModelConfig:
     # logits are divided by it (fitted on validation)
     temperature: float = field(default=1.0, metadata=above(0, flag=False))
     # a crop's logit is the mean of its own and its mirror image's, in validation as in
-    # scoring (on the reference's held-out people: AUC 0.850 -> 0.861, log loss 0.479 -> 0.464)
-    flip_average: bool = True
+    # scoring (on the reference's held-out people: AUC 0.850 -> 0.861, log loss 0.479 -> 0.464);
+    # models and records from before it existed scored single crops
+    flip_average: bool = field(default=True, metadata=records.unrecorded(False))
 
     def __post_init__(self) -> None:
         validate(self)
@@ -69,8 +70,9 @@ class ModelConfig:
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError(f"not JSON ({exc})") from None
         check_fields(raw)
-        # a model saved before flip_average existed was validated and calibrated without it
-        raw.setdefault("flip_average", False)
+        for f in fields(cls):  # a model saved before a field existed did what earlier versions did
+            if records.UNRECORDED in f.metadata:
+                raw.setdefault(f.name, f.metadata[records.UNRECORDED])
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()
                       if k not in RETIRED_FIELDS})
 
