@@ -175,7 +175,7 @@ def main() -> None:
         print(prepared.text(), flush=True)
         trained = run_train(TrainConfig(
             out=str(a.out),
-            model=ModelConfig(image_size=a.image_size or ModelConfig.image_size, crop_margin=0.0),
+            model=ModelConfig(image_size=a.image_size or 160, crop_margin=0.0),
             init_model=a.init_model, blend_share=a.blend_share,
             workers=Resources("worker", count=1, cpus=cluster_cpus()), epochs=a.epochs, lr=a.lr,
             val_data=(str(SHARED / "crops" / "dfdc_dev"),)))

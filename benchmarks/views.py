@@ -9,8 +9,8 @@ scored with and without each crop's mirror image: the mean of the views' logits,
 one temperature fitted on the two sets together (as training's validation does, so these
 log losses are of a temperature fitted on them). The sets: the ``dfdc_faces`` crops of the
 people the shipped detector held out (``validation_videos.txt``) and ``dfdc_dev``. Seconds
-per crop add up the views' passes; "x time" is against the first entry's single view, timed
-in the same run.
+per crop: each entry's plain pass is timed (its mirror pass is taken to cost the same) and
+the views' times added up; "x time" is against the first entry's single view, in the same run.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def entry_logits(entry: str, crop_sets: list[list[np.ndarray]]
                  ) -> tuple[list[np.ndarray], list[np.ndarray], float]:
     """Per set, the logits of the crops and of their mirror images under ``entry``
     (``MODEL[@SIZE]``), and the seconds per crop of one view."""
-    model_dir, _, size = entry.partition("@")
+    model_dir, at, size = entry.rpartition("@")
+    if not (at and size.isdigit()):
+        model_dir, size = entry, ""
     model = load_model(model_dir, device="cpu")
     model.config = replace(model.config, flip_average=False,
                            image_size=int(size) if size else model.config.image_size)
