@@ -55,13 +55,13 @@ def _written_by_an_earlier_version(run: RunDir, stage: str, *dropped: tuple[str,
 def test_a_setting_added_since_a_record_was_written_counts_as_what_earlier_versions_did(
         tmp_path):
     from deepfake_lib.models.detector import ModelConfig
-    from deepfake_lib.stages.train import TrainConfig
+    from deepfake_lib.stages.train import TrainConfig, TrainSummary
 
     run = RunDir(str(tmp_path))
     # before blend_share (its default is the earlier plan) and flip_average (earlier models
     # scored single crops, so a record without it stands for False, not its default True)
     earlier = TrainConfig(out=str(tmp_path), model=ModelConfig(flip_average=False))
-    records.write(run, "train", earlier, "abc", summary=earlier)
+    records.write(run, "train", earlier, "abc", TrainSummary(str(tmp_path / "model"), 1, 0))
     _written_by_an_earlier_version(run, "train", ("blend_share",), ("model", "flip_average"))
 
     records.check_settings(run, "train", earlier, overwrite=False, inputs="abc")
